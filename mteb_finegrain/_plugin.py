@@ -1,0 +1,149 @@
+"""How mteb-finegrain plugs into mteb: task registration, local model directories, CLI errors.
+
+Called by the start-up hook (``mteb_finegrain_autoload``) right after ``mteb`` or ``mteb.cli``
+has been imported, and by ``import mteb_finegrain``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from mteb_finegrain.errors import FineGrainError
+
+_registered: dict[str, type] = {}
+
+
+def register_tasks() -> dict[str, type]:
+    """Add the FineGrainHidden tasks of every card to mteb's task registry (idempotent)."""
+    if _registered:
+        return _registered
+    import mteb.get_tasks  # noqa: F401  (the module; ``mteb.get_tasks`` the attribute is the function)
+
+    registry = sys.modules["mteb.get_tasks"]
+
+    from mteb_finegrain.cards import discover_cards
+    from mteb_finegrain.task import make_aggregate_class, make_task_class
+
+    builtin, user = discover_cards()
+    classes = [make_aggregate_class(builtin)] if builtin else []
+    classes += [make_task_class(card) for card in builtin + user]
+    for cls in classes:
+        name = cls.metadata.name
+        if name in registry._TASKS_REGISTRY and registry._TASKS_REGISTRY[name] is not cls:
+            raise FineGrainError(f"task name {name} is already used by mteb")
+        registry._TASKS_REGISTRY[name] = cls
+        _registered[name] = cls
+    registry.TASK_LIST = (*registry.TASK_LIST, *classes)
+    return _registered
+
+
+def _local_model_name(path: Path) -> str:
+    """``local/<title of the model card>`` or ``local/<folder name>``."""
+    readme = path / "README.md"
+    if readme.is_file():
+        match = re.search(r"^# (\S[^\n]*)$", readme.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+        if match:
+            return "local/" + match.group(1).strip()
+    return "local/" + path.name
+
+
+def _local_model_revision(path: Path) -> str:
+    """A content revision of a local model: sha256 of its config and weight files."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".txt"})
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256-" + digest.hexdigest()[:16]
+
+
+def local_model_meta(path: str | os.PathLike, revision: str | None = None):
+    """ModelMeta for a model in a local directory, loaded with sentence-transformers offline."""
+    from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+
+    folder = Path(path).resolve()
+    return ModelMeta.create_empty(
+        overwrites={
+            "name": _local_model_name(folder),
+            "revision": revision or _local_model_revision(folder),
+            "loader": functools.partial(_load_local_model, str(folder)),
+            "framework": ["Sentence Transformers", "PyTorch"],
+            "reference": folder.as_uri(),
+        }
+    )
+
+
+def _load_local_model(folder: str, model_name: str | None = None, revision: str | None = None, device: str | None = None, **kwargs):
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(folder, device=device, local_files_only=True))
+    wrapper.mteb_model_meta = local_model_meta(folder, revision)
+    return wrapper
+
+
+def _patch_get_model_meta(mteb_module: ModuleType) -> None:
+    """Let ``mteb.get_model`` / ``mteb run -m`` take a local model directory, also offline.
+
+    mteb 2.26 asks the Hub about every name outside its registry, which fails for a path.
+    """
+    import mteb.models.get_model_meta as getters
+
+    original = getters.get_model_meta
+    if getattr(original, "_finegrain", False):
+        return
+
+    @functools.wraps(original)
+    def get_model_meta(model_name, revision=None, *args, **kwargs):
+        if isinstance(model_name, (str, os.PathLike)) and Path(model_name).is_dir():
+            return local_model_meta(model_name, revision)
+        return original(model_name, revision, *args, **kwargs)
+
+    get_model_meta._finegrain = True
+    getters.get_model_meta = get_model_meta
+    mteb_module.get_model_meta = get_model_meta
+
+
+def _wrap_cli_main(cli_module: ModuleType) -> None:
+    """Make ``mteb`` print one line and exit 2 on bad input to a FineGrainHidden run."""
+    original = cli_module.main
+    if getattr(original, "_finegrain", False):
+        return
+
+    @functools.wraps(original)
+    def main(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except FineGrainError as exc:
+            sys.stderr.write(f"mteb: error: {exc}\n")
+            raise SystemExit(2) from None
+        except KeyError as exc:  # mteb.get_task's "'X' not found. Did you mean ..."
+            message = str(exc.args[0]) if exc.args else ""
+            if "not found" not in message:
+                raise
+            sys.stderr.write(f"mteb: error: unknown task {message.removeprefix('KeyError: ')}\n")
+            raise SystemExit(2) from None
+
+    main._finegrain = True
+    cli_module.main = main
+
+
+def on_import(name: str, module: ModuleType) -> None:
+    """Start-up hook callback: ``name`` (``mteb`` or ``mteb.cli``) has just been imported."""
+    if name == "mteb.cli":
+        _wrap_cli_main(module)
+        return
+    _patch_get_model_meta(module)
+    try:
+        register_tasks()
+    except FineGrainError as exc:
+        # A broken user card must not break mteb for every other task: say it once, go on.
+        sys.stderr.write(f"mteb-finegrain: tasks not registered: {exc}\n")

@@ -1,0 +1,205 @@
+"""Dataset cards: the declarative YAML files that define one FineGrainHidden task each.
+
+A card names the data (a folder under ``MTEB_FINEGRAIN_DATA_DIR`` and/or a Hugging Face Hub
+dataset), its columns, which split plays which role, and the citation metadata. Built-in cards live
+in ``tasks/``; users add their own in a directory listed in ``MTEB_FINEGRAIN_TASK_PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mteb_finegrain.errors import FineGrainError
+
+TASK_PATH_ENV = "MTEB_FINEGRAIN_TASK_PATH"
+
+_REQUIRED = ("name", "description", "reference", "license", "citation", "columns", "splits")
+_OPTIONAL = ("local", "hub", "hierarchy", "version", "languages", "domains", "date")
+_SPLIT_ROLES_REQUIRED = ("coarse_train", "fewshot_pool", "evaluation")
+_SPLIT_ROLES = (*_SPLIT_ROLES_REQUIRED, "validation")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    """One dataset card, validated.
+
+    Attributes
+    ----------
+    name : str
+        Short dataset name; the MTEB task is ``FineGrainHidden<name>``.
+    splits : dict
+        Role -> split name, for the roles ``coarse_train``, ``fewshot_pool``, ``evaluation`` and
+        optionally ``validation``.
+    columns : dict
+        ``text``, ``fine`` and (unless ``hierarchy`` is given) ``coarse`` column names.
+    hierarchy : dict or None
+        Fine label -> coarse label, for sources without a coarse column.
+    version : str
+        Card version, reported in the results; bump it when the data or splits change.
+    """
+
+    name: str
+    description: str
+    reference: str
+    license: str
+    citation: str
+    columns: dict[str, str]
+    splits: dict[str, str]
+    source: Path
+    local: str | None = None
+    hub: dict[str, str] | None = None
+    hierarchy: dict[str, str] | None = None
+    version: str = "1"
+    languages: list[str] = field(default_factory=lambda: ["eng-Latn"])
+    domains: list[str] | None = None
+    date: tuple[str, str] | None = None
+
+    @property
+    def task_name(self) -> str:
+        """The MTEB task name, ``FineGrainHidden<name>``."""
+        return f"FineGrainHidden{self.name}"
+
+
+def _fail(source: Path, message: str) -> FineGrainError:
+    return FineGrainError(f"{source}: {message}")
+
+
+def _mapping(raw: dict, key: str, source: Path) -> dict[str, str]:
+    value = raw[key]
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _fail(source, f"'{key}' must be a mapping of strings to strings, got {value!r}")
+    return dict(value)
+
+
+def load_card(path: str | os.PathLike) -> TaskCard:
+    """Read and validate one card.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.yaml`` card file.
+
+    Returns
+    -------
+    TaskCard
+
+    Raises
+    ------
+    FineGrainError
+        If the file is not valid YAML or a key is missing, unknown or of the wrong type.
+    """
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise _fail(source, f"not valid YAML ({exc})") from None
+    except OSError as exc:
+        raise _fail(source, f"cannot read card ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        raise _fail(source, "a card must be a YAML mapping")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise _fail(source, f"missing required key(s): {', '.join(missing)}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise _fail(source, f"unknown key(s): {', '.join(unknown)}")
+    name = raw["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _fail(source, f"'name' must be an identifier like 'TREC', got {name!r}")
+    for key in ("description", "reference", "license", "citation"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise _fail(source, f"'{key}' must be a non-empty string")
+
+    columns = _mapping(raw, "columns", source)
+    hierarchy = _mapping(raw, "hierarchy", source) if raw.get("hierarchy") is not None else None
+    needed = {"text", "fine"} | (set() if hierarchy else {"coarse"})
+    if needed - set(columns):
+        raise _fail(
+            source,
+            f"'columns' needs {', '.join(sorted(needed - set(columns)))} "
+            "(or a 'hierarchy:' mapping fine -> coarse instead of a coarse column)",
+        )
+    splits = _mapping(raw, "splits", source)
+    missing_roles = [r for r in _SPLIT_ROLES_REQUIRED if r not in splits]
+    if missing_roles:
+        raise _fail(source, f"'splits' needs role(s): {', '.join(missing_roles)}")
+    bad_roles = sorted(set(splits) - set(_SPLIT_ROLES))
+    if bad_roles:
+        raise _fail(source, f"unknown split role(s) {bad_roles}; roles are {list(_SPLIT_ROLES)}")
+    if splits["evaluation"] in (splits["fewshot_pool"], splits.get("validation")):
+        raise _fail(source, "the evaluation split must differ from the few-shot and validation splits")
+
+    local = raw.get("local")
+    hub = _mapping(raw, "hub", source) if raw.get("hub") is not None else None
+    if local is None and hub is None:
+        raise _fail(source, "a card needs 'local' (folder under the data directory) or 'hub'")
+    if hub is not None and not {"path", "revision"} <= set(hub):
+        raise _fail(source, "'hub' needs both 'path' and 'revision'")
+    date = raw.get("date")
+    return TaskCard(
+        name=name,
+        description=raw["description"].strip(),
+        reference=raw["reference"],
+        license=raw["license"],
+        citation=raw["citation"].strip(),
+        columns=columns,
+        splits=splits,
+        source=source,
+        local=local,
+        hub=hub,
+        hierarchy=hierarchy,
+        version=str(raw.get("version", "1")),
+        languages=list(raw.get("languages", ["eng-Latn"])),
+        domains=raw.get("domains"),
+        date=tuple(date) if date else None,
+    )
+
+
+def builtin_card_dir() -> Path:
+    """Directory of the cards shipped with the package (``tasks/`` in a source checkout)."""
+    packaged = Path(__file__).parent / "tasks"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "tasks"
+
+
+def user_card_dirs() -> list[Path]:
+    """Directories listed in ``MTEB_FINEGRAIN_TASK_PATH`` (``os.pathsep`` separated)."""
+    value = os.environ.get(TASK_PATH_ENV, "")
+    return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+def discover_cards() -> tuple[list[TaskCard], list[TaskCard]]:
+    """Load the built-in cards and the user's cards.
+
+    Returns
+    -------
+    builtin, user : list of TaskCard, list of TaskCard
+
+    Raises
+    ------
+    FineGrainError
+        If a card is invalid, a directory in ``MTEB_FINEGRAIN_TASK_PATH`` does not exist, or two
+        cards share a name.
+    """
+    builtin = [load_card(p) for p in sorted(builtin_card_dir().glob("*.yaml"))]
+    user: list[TaskCard] = []
+    for directory in user_card_dirs():
+        if not directory.is_dir():
+            raise FineGrainError(f"{TASK_PATH_ENV}: '{directory}' is not a directory")
+        user.extend(load_card(p) for p in sorted(directory.glob("*.y*ml")))
+    seen: dict[str, Path] = {}
+    for card in builtin + user:
+        if card.name in seen:
+            raise FineGrainError(
+                f"{card.source}: card name '{card.name}' is already used by {seen[card.name]}"
+            )
+        seen[card.name] = card.source
+    return builtin, user

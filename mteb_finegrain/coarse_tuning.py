@@ -1,0 +1,159 @@
+"""Stage ``coarse_tuned``: fine-tune a copy of the model on coarse labels only, with a cache.
+
+A linear head on the mean-pooled (or CLS) output of the last layer is trained with cross-entropy
+on the card's ``coarse_train`` split; fine labels are never passed in. The tuned checkpoint is
+saved under the cache directory, keyed by everything that determines its weights, and reused.
+It is written to a temporary folder and renamed into place when complete, so an interrupted run
+never leaves a checkpoint that a later run would load.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mteb_finegrain.cards import TaskCard
+from mteb_finegrain.data import LabelledSplit
+from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
+from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+
+logger = logging.getLogger(__name__)
+CACHE_DIR_ENV = "MTEB_FINEGRAIN_CACHE_DIR"
+_COMPLETE = "finegrain_checkpoint.json"
+
+
+def cache_dir() -> Path:
+    """``MTEB_FINEGRAIN_CACHE_DIR``, else the user cache directory of mteb-finegrain."""
+    value = os.environ.get(CACHE_DIR_ENV)
+    if value:
+        return Path(value)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mteb-finegrain"))
+
+
+def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str) -> dict:
+    """Everything that determines the coarse-tuned weights."""
+    return {
+        "model": encoder.model_name,
+        "model_revision": encoder.mteb_model_meta.revision,
+        "card": card.name,
+        "card_version": card.version,
+        "data": data_hash,
+        "protocol_version": PROTOCOL_VERSION,
+        "pooling": protocol.pooling,
+        "seed": protocol.seed,
+        "training": asdict(protocol.coarse_training),
+    }
+
+
+def _key_dir(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model"])[-60:]
+    return cache_dir() / "coarse_tuned" / f"{safe_model}-{key['card']}-{digest}"
+
+
+def split_hash(split: LabelledSplit) -> str:
+    """Hash of the texts and coarse labels only: the fine labels cannot change the checkpoint."""
+    digest = hashlib.sha256()
+    for text, coarse in zip(split.texts, split.coarse):
+        digest.update(text.encode() + b"\0" + coarse.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol: Protocol, show_progress_bar: bool = True):
+    """Fine-tune a deep copy of ``encoder``'s SentenceTransformer on coarse labels; return it.
+
+    The classification head is discarded after training: only the encoder weights are scored.
+    """
+    settings = protocol.coarse_training
+    torch.manual_seed(protocol.seed)
+    model = copy.deepcopy(encoder.sentence_transformer)
+    transformer = model[0].auto_model
+    tokenizer = model.tokenizer
+    device = next(transformer.parameters()).device
+    classes = sorted(set(coarse))
+    targets = torch.tensor([classes.index(c) for c in coarse])
+    head = torch.nn.Linear(transformer.config.hidden_size, len(classes)).to(device)
+    params = list(transformer.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(texts) / settings.batch_size)
+    total = steps_per_epoch * settings.epochs
+    warmup = int(settings.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+    )
+    rng = np.random.default_rng(protocol.seed)
+    transformer.train()
+    progress = tqdm(total=total, desc="Coarse fine-tuning", disable=not show_progress_bar)
+    try:
+        for _ in range(settings.epochs):
+            order = rng.permutation(len(texts))
+            for start in range(0, len(texts), settings.batch_size):
+                idx = order[start : start + settings.batch_size]
+                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt").to(device)
+                hidden = transformer(**batch, return_dict=True).last_hidden_state
+                logits = head(pool_hidden_state(hidden, batch["attention_mask"], protocol.pooling))
+                loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        progress.close()
+    transformer.eval()
+    return model
+
+
+def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: TaskCard, protocol: Protocol, show_progress_bar: bool = True) -> LayerEncoder:
+    """A ``LayerEncoder`` on the coarse-tuned copy of ``encoder``, from the cache when present.
+
+    Parameters
+    ----------
+    encoder : LayerEncoder
+        The pretrained model (left unchanged).
+    split : LabelledSplit
+        The card's ``coarse_train`` split; only its texts and coarse labels are used.
+    card : TaskCard
+    protocol : Protocol
+    show_progress_bar : bool, default=True
+    """
+    from sentence_transformers import SentenceTransformer
+
+    key = checkpoint_key(encoder, card, protocol, split_hash(split))
+    target = _key_dir(key)
+    device = next(encoder.sentence_transformer.parameters()).device
+    if (target / _COMPLETE).is_file():
+        logger.info("Reusing coarse-tuned checkpoint %s", target)
+        model = SentenceTransformer(str(target), device=str(device), local_files_only=True)
+    else:
+        model = train_on_coarse(encoder, split.texts, split.coarse, protocol, show_progress_bar)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
+        try:
+            model.save(str(staging))
+            (staging / _COMPLETE).write_text(json.dumps(key, indent=2, sort_keys=True))
+            if target.exists():  # a leftover without the completion marker
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    tuned = LayerEncoder(model, pooling=encoder.pooling, batch_size=encoder.batch_size, show_progress_bar=encoder.show_progress_bar)
+    tuned.mteb_model_meta = encoder.mteb_model_meta
+    return tuned

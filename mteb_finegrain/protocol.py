@@ -1,0 +1,124 @@
+"""The scoring protocol: every default in one place, with a version that results report.
+
+Bump ``PROTOCOL_VERSION`` whenever a default or a scoring rule changes: scores are comparable only
+between results that carry the same version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from mteb_finegrain.errors import FineGrainError
+
+PROTOCOL_VERSION = "1.0"
+STAGES = ("pretrained", "coarse_tuned")
+FEWSHOT_MODES = ("probe", "setfit")
+
+MAIN_SCORE_DEFINITION = (
+    "probe_accuracy with {shots} examples per fine class, on the evaluation split, at the layer "
+    "with the best {shots}-shot probe accuracy on the validation split, of stage '{stage}' "
+    "(coarse_tuned when it was run, else pretrained)"
+)
+
+
+@dataclass(frozen=True)
+class CoarseTraining:
+    """Fine-tuning on coarse labels: a linear head on the pooled output, cross-entropy, AdamW."""
+
+    epochs: int = 1
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+
+
+@dataclass(frozen=True)
+class SetFitSettings:
+    """SetFit contrastive fine-tuning of the encoder truncated after a layer."""
+
+    shots: int = 8
+    seeds: int = 3
+    num_iterations: int = 5
+    max_steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """All settings of a FineGrainHidden run (recorded in full in every result).
+
+    Attributes
+    ----------
+    seed : int
+        Base seed; clustering uses ``seed .. seed+clustering_seeds-1``, probes likewise.
+    stages : tuple of str
+        ``pretrained`` and/or ``coarse_tuned``.
+    layers : tuple of int or None
+        Layers to score; None scores every layer.
+    pooling : {"mean", "cls"}
+    shots : tuple of int
+        Examples per fine class for the probe.
+    main_shots : int
+        Shots of the main score and of the validation-based layer choice.
+    """
+
+    seed: int = 42
+    stages: tuple[str, ...] = STAGES
+    layers: tuple[int, ...] | None = None
+    pooling: str = "mean"
+    clustering_seeds: int = 5
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
+    probe_seeds: int = 5
+    main_shots: int = 8
+    fewshot: str = "probe"
+    batch_size: int = 32
+    coarse_training: CoarseTraining = field(default_factory=CoarseTraining)
+    setfit: SetFitSettings = field(default_factory=SetFitSettings)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise FineGrainError(f"stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
+        if self.pooling not in ("mean", "cls"):
+            raise FineGrainError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if self.fewshot not in FEWSHOT_MODES:
+            raise FineGrainError(f"fewshot must be one of {FEWSHOT_MODES}, got {self.fewshot!r}")
+        if not self.shots or any(not isinstance(n, int) or n < 1 for n in self.shots):
+            raise FineGrainError(f"shots must be positive integers, got {list(self.shots)}")
+        if self.main_shots not in self.shots:
+            raise FineGrainError(f"main_shots {self.main_shots} must be one of shots {list(self.shots)}")
+        for name in ("clustering_seeds", "probe_seeds", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise FineGrainError(f"{name} must be a positive integer, got {value!r}")
+        if self.coarse_training.epochs < 1:
+            raise FineGrainError(f"epochs must be at least 1, got {self.coarse_training.epochs}")
+
+    @property
+    def clustering_seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.clustering_seeds)]
+
+    @property
+    def probe_seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.probe_seeds)]
+
+    @property
+    def main_stage(self) -> str:
+        return "coarse_tuned" if "coarse_tuned" in self.stages else "pretrained"
+
+    def main_score_definition(self) -> str:
+        return MAIN_SCORE_DEFINITION.format(shots=self.main_shots, stage=self.main_stage)
+
+    def to_dict(self) -> dict:
+        settings = asdict(self)
+        settings["layers"] = "all" if self.layers is None else list(self.layers)
+        settings["stages"] = list(self.stages)
+        settings["shots"] = list(self.shots)
+        settings["clustering_seed_list"] = self.clustering_seed_list
+        settings["probe_seed_list"] = self.probe_seed_list
+        return settings
+
+    def with_changes(self, **changes) -> Protocol:
+        return replace(self, **changes)

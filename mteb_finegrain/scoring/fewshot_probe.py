@@ -1,0 +1,46 @@
+"""Few-shot linear probe: logistic regression on n frozen-layer embeddings per fine class.
+
+This is SetFit's head stage without its contrastive body tuning. As in MTEB's classification
+tasks: raw (unnormalised) embeddings, ``LogisticRegression(max_iter=100)``. The few-shot samples depend on the seed only, never on the layer, so
+layers are compared on identical training sets.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from threadpoolctl import threadpool_limits
+
+PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
+
+
+def fewshot_indices(labels: Sequence[str], shots: Sequence[int], seed: int) -> dict[int, list[int]]:
+    """Indices of ``n`` examples per class for each ``n`` in ``shots``, nested across ``n``.
+
+    Each class is shuffled once with ``seed`` and the first ``n`` are taken, so the 2-shot set
+    contains the 1-shot set and so on. A class with fewer than ``n`` examples gives all it has.
+    """
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
+    order = {label: rng.permutation(members).tolist() for label, members in sorted(by_class.items())}
+    return {n: sorted(i for members in order.values() for i in members[:n]) for n in shots}
+
+
+def probe_scores(
+    train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], seed: int
+) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x``."""
+    classifier = LogisticRegression(max_iter=100, random_state=seed)
+    # One BLAS thread: these problems are small, and threads make them several times slower.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter
+        classifier.fit(train_x, train_y)
+        predicted = classifier.predict(test_x)
+    return float(accuracy_score(test_y, predicted)), float(f1_score(test_y, predicted, average="macro"))

@@ -1,0 +1,191 @@
+"""The MTEB tasks: ``AbsTaskFineGrainHidden`` holds the evaluation logic once; one small subclass
+per dataset card (``FineGrainHidden<name>``) and ``FineGrainHidden`` with every built-in card as
+a subset are generated from the cards.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mteb.abstasks import AbsTask
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from mteb_finegrain.cards import TaskCard
+from mteb_finegrain.data import CardData, load_card_data
+from mteb_finegrain.encoder import LayerEncoder
+from mteb_finegrain.evaluation import resolve_layers, score_stage
+from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+
+logger = logging.getLogger(__name__)
+
+MAIN_SCORE = "selected_layer_probe_accuracy"
+EVAL_SPLIT = "test"  # the MTEB-facing split name; the card says which of its splits it is
+
+SEED_PAPER_BIBTEX = """@inproceedings{anjum-krestel-2024-finetuning,
+  title = {Fine-Tuning {BERT} On Coarse-Grained Labels: Exploring Hidden States For Fine-Grained Classification},
+  author = {Anjum, Aftab and Krestel, Ralf},
+  booktitle = {Natural Language Processing and Information Systems (NLDB 2024)},
+  series = {Lecture Notes in Computer Science},
+  publisher = {Springer},
+  year = {2024},
+}"""
+
+
+class AbsTaskFineGrainHidden(AbsTask):
+    """Score every hidden layer of a model on fine labels, before and after coarse fine-tuning.
+
+    Subclasses set ``cards`` (subset name -> card) and ``metadata``. ``protocol`` holds every
+    setting; the default protocol is what ``mteb run`` uses.
+    """
+
+    cards: dict[str, TaskCard]
+    protocol: Protocol = Protocol()
+    show_progress_bar: bool = True
+
+    def __init__(self, protocol: Protocol | None = None, show_progress_bar: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if protocol is not None:
+            self.protocol = protocol
+        self.show_progress_bar = show_progress_bar
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Load and validate each card's data (local JSON Lines first, else the hub)."""
+        if self.data_loaded:
+            return
+        self.dataset = {
+            subset: {EVAL_SPLIT: load_card_data(card, seed=self.protocol.seed)}
+            for subset, card in self.cards.items()
+            if subset in self.hf_subsets
+        }
+        self.data_loaded = True
+
+    def _calculate_descriptive_statistics_from_split(self, split: str, *, hf_subset: str | None = None, compute_overall: bool = False, num_proc: int | None = None) -> dict:
+        """Sizes and label counts of each role split of the card(s)."""
+        self.load_data()
+        subsets = [hf_subset] if hf_subset else list(self.dataset)
+        stats = {}
+        for subset in subsets:
+            data: CardData = self.dataset[subset][EVAL_SPLIT]
+            for role in ("coarse_train", "fewshot_pool", "validation", "evaluation"):
+                part = getattr(data, role)
+                stats[f"{subset}/{role}"] = {
+                    "num_samples": len(part),
+                    "num_fine_labels": len(set(part.fine)),
+                    "num_coarse_labels": len(set(part.coarse)),
+                    "average_text_length": sum(map(len, part.texts)) / len(part),
+                }
+        return stats
+
+    def _evaluate_subset(self, model: Any, data_split: CardData, *, hf_split: str, hf_subset: str, encode_kwargs: Any, **kwargs: Any) -> dict:
+        card = self.cards[hf_subset]
+        protocol = self.protocol
+        batch_size = (encode_kwargs or {}).get("batch_size") or protocol.batch_size
+        if isinstance(model, LayerEncoder):
+            encoder = model
+        else:
+            encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
+        resolve_layers(encoder, protocol)  # a layer out of range fails before any work
+        context = {"task_metadata": self.metadata, "hf_split": hf_split, "hf_subset": hf_subset}
+        records, validation, selected = [], {}, {}
+        for stage in protocol.stages:
+            stage_encoder = encoder
+            if stage == "coarse_tuned":
+                if not encoder.has_hidden_states:
+                    logger.warning("%s exposes no hidden states and cannot be fine-tuned: stage coarse_tuned skipped", encoder.model_name)
+                    continue
+                from mteb_finegrain.coarse_tuning import coarse_tuned_encoder
+
+                stage_encoder = coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar)
+            scores = score_stage(stage_encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, **context)
+            records.extend(scores.records)
+            if protocol.fewshot == "setfit":
+                from mteb_finegrain.scoring.setfit_fewshot import setfit_records
+
+                records.extend(setfit_records(stage_encoder, data_split, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=self.show_progress_bar))
+            validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
+            selected[stage] = scores.selected_layer
+        main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
+        main = next(
+            r["value"] for r in records
+            if r["stage"] == main_stage and r["layer"] == selected[main_stage]
+            and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots
+        )
+        return {
+            MAIN_SCORE: main,
+            "main_score_definition": protocol.main_score_definition(),
+            "protocol_version": PROTOCOL_VERSION,
+            "card": {
+                "name": card.name,
+                "version": card.version,
+                "data": data_split.content_hash,
+                "validation": "carved from few-shot pool" if data_split.validation_carved else card.splits["validation"],
+                "sizes": {
+                    "coarse_train": len(data_split.coarse_train),
+                    "fewshot_pool": len(data_split.fewshot_pool),
+                    "validation": len(data_split.validation),
+                    "evaluation": len(data_split.evaluation),
+                },
+                "fine_classes": len(set(data_split.evaluation.fine)),
+                "coarse_classes": len(set(data_split.evaluation.coarse)),
+            },
+            "model": {
+                "name": encoder.model_name,
+                "revision": encoder.mteb_model_meta.revision,
+                "layers": encoder.layers,
+                "hidden_states": encoder.has_hidden_states,
+                "note": None if encoder.has_hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)",
+            },
+            "settings": protocol.to_dict(),
+            "selected_layer": selected,
+            "validation_probe_accuracy": validation,
+            "records": records,
+        }
+
+
+def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadata:
+    single = len(cards) == 1
+    card = cards[0]
+    if single and card.hub:
+        dataset = {"path": card.hub["path"], "revision": card.hub["revision"]}
+    else:
+        dataset = {"path": "mteb-finegrain/" + "+".join(c.name for c in cards), "revision": "cards-" + "-".join(f"{c.name}v{c.version}" for c in cards)}
+    eval_langs = card.languages if single else {c.name: c.languages for c in cards}
+    return TaskMetadata(
+        name=name,
+        description=f"{description} Protocol {PROTOCOL_VERSION}; main score: {Protocol().main_score_definition()}.",
+        reference=card.reference if single else "https://github.com/mteb-finegrain/mteb-finegrain",
+        dataset=dataset,
+        type="Clustering",
+        category="t2c",
+        modalities=["text"],
+        eval_splits=[EVAL_SPLIT],
+        eval_langs=eval_langs,
+        main_score=MAIN_SCORE,
+        date=card.date if single else None,
+        domains=card.domains if single else None,
+        license=card.license if single else "not specified",
+        annotations_creators="expert-annotated" if single else None,
+        dialect=[],
+        sample_creation="found" if single else None,
+        bibtex_citation="\n\n".join([SEED_PAPER_BIBTEX] + [c.citation for c in cards]),
+    )
+
+
+def make_task_class(card: TaskCard) -> type[AbsTaskFineGrainHidden]:
+    """The ``FineGrainHidden<name>`` task class of one card."""
+    return type(
+        card.task_name,
+        (AbsTaskFineGrainHidden,),
+        {"cards": {"default": card}, "metadata": _metadata(card.task_name, [card], card.description), "__module__": __name__},
+    )
+
+
+def make_aggregate_class(cards: list[TaskCard]) -> type[AbsTaskFineGrainHidden]:
+    """``FineGrainHidden``: every built-in card as one subset."""
+    description = "Hidden-layer fine-grained label information after coarse-label fine-tuning, on " + ", ".join(c.name for c in cards) + "."
+    return type(
+        "FineGrainHidden",
+        (AbsTaskFineGrainHidden,),
+        {"cards": {c.name: c for c in cards}, "metadata": _metadata("FineGrainHidden", cards, description), "__module__": __name__},
+    )
