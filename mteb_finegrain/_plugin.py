@@ -112,6 +112,21 @@ def _patch_get_model_meta(mteb_module: ModuleType) -> None:
     mteb_module.get_model_meta = get_model_meta
 
 
+def _check_task_names(argv: list[str]) -> None:
+    """Fail before any model is loaded when ``-t`` names a FineGrainHidden task that does not exist."""
+    names, collecting = [], False
+    for arg in argv:
+        if arg in ("-t", "--tasks"):
+            collecting = True
+        elif arg.startswith("-"):
+            collecting = False
+        elif collecting:
+            names.append(arg)
+    unknown = [n for n in names if n.startswith("FineGrainHidden") and n not in _registered]
+    if unknown:
+        raise FineGrainError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(_registered))}")
+
+
 def _wrap_cli_main(cli_module: ModuleType) -> None:
     """Make ``mteb`` print one line and exit 2 on bad input to a FineGrainHidden run."""
     original = cli_module.main
@@ -121,6 +136,7 @@ def _wrap_cli_main(cli_module: ModuleType) -> None:
     @functools.wraps(original)
     def main(*args, **kwargs):
         try:
+            _check_task_names(sys.argv[1:])
             return original(*args, **kwargs)
         except FineGrainError as exc:
             sys.stderr.write(f"mteb: error: {exc}\n")

@@ -1,0 +1,135 @@
+"""``mteb-finegrain``: run the FineGrainHidden protocol with options, report results, leaderboard.
+
+Bad input prints one ``mteb-finegrain: error: ...`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from mteb_finegrain.errors import FineGrainError
+
+
+def _int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise FineGrainError(f"{option}: expected comma-separated integers, got {value!r}") from None
+    if not items:
+        raise FineGrainError(f"{option}: expected at least one integer, got {value!r}")
+    return items
+
+
+def build_protocol(args: argparse.Namespace):
+    """The ``Protocol`` that the ``run`` options describe (defaults: ``mteb run``'s)."""
+    from mteb_finegrain.protocol import Protocol
+
+    protocol = Protocol()
+    changes = {}
+    if args.stages:
+        changes["stages"] = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if args.layers and args.layers != "all":
+        changes["layers"] = _int_list(args.layers, "--layers")
+    if args.pooling:
+        changes["pooling"] = args.pooling
+    if args.shots:
+        changes["shots"] = _int_list(args.shots, "--shots")
+    if args.seeds is not None:
+        changes["probe_seeds"] = changes["clustering_seeds"] = args.seeds
+    if args.fewshot:
+        changes["fewshot"] = args.fewshot
+    if args.epochs is not None:
+        changes["coarse_training"] = replace(protocol.coarse_training, epochs=args.epochs)
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    return Protocol(**{**protocol.__dict__, **changes})
+
+
+def _run(args: argparse.Namespace) -> int:
+    import mteb
+
+    import mteb_finegrain  # noqa: F401  (registers the tasks)
+    from mteb_finegrain._plugin import register_tasks
+
+    protocol = build_protocol(args)
+    known = register_tasks()
+    unknown = [t for t in args.tasks if t not in known]
+    if unknown:
+        raise FineGrainError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(known))}")
+    if args.quiet:
+        logging.getLogger("mteb").setLevel(logging.ERROR)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    tasks = [known[name](protocol=protocol, show_progress_bar=not args.quiet) for name in args.tasks]
+    model = mteb.get_model(args.model, args.model_revision)
+    mteb.evaluate(model, tasks, cache=mteb.ResultCache(args.output_folder), overwrite_strategy=args.overwrite_strategy, show_progress_bar=not args.quiet)
+    print(f"results written under {os.path.join(args.output_folder, 'results')}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mteb_finegrain.report import dumps_records, format_table, plot_layers
+    from mteb_finegrain.results import load_results
+
+    results = load_results(args.results_dir)
+    if args.plot:
+        print(f"plot written to {plot_layers(results, args.plot)}", file=sys.stderr)
+    print(dumps_records(results) if args.json else format_table(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mteb-finegrain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="score every hidden layer of a model on FineGrainHidden tasks")
+    run.add_argument("-t", "--tasks", nargs="+", required=True, help="task names, e.g. FineGrainHiddenTREC")
+    run.add_argument("-m", "--model", required=True, help="Hugging Face model id or local model directory")
+    run.add_argument("--model-revision", default=None)
+    run.add_argument("--stages", help="comma-separated: pretrained,coarse_tuned (default both)")
+    run.add_argument("--layers", help="'all' (default) or comma-separated layer numbers, e.g. 0,3,6")
+    run.add_argument("--pooling", choices=["mean", "cls"], help="token pooling (default mean)")
+    run.add_argument("--shots", help="examples per fine class for the probe (default 1,2,4,8,16)")
+    run.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
+    run.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")
+    run.add_argument("--epochs", type=int, help="coarse fine-tuning epochs (default 1)")
+    run.add_argument("--batch-size", type=int, help="encoding batch size (default 32)")
+    run.add_argument("--output-folder", default="results", help="where results go (default results)")
+    run.add_argument("--overwrite-strategy", default="only-missing", choices=["always", "never", "only-missing", "only-cache"])
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    report = sub.add_parser("report", help="print results as a layer table, JSON records or a plot")
+    report.add_argument("results_dir", help="an mteb --output-folder")
+    report.add_argument("--json", action="store_true", help="one flat JSON list of records")
+    report.add_argument("--plot", metavar="PNG", help="also draw layer curves to this file")
+    report.set_defaults(func=_report)
+
+    try:
+        from mteb_finegrain.leaderboard import add_leaderboard_parser
+    except ImportError:
+        pass
+    else:
+        add_leaderboard_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mteb-finegrain`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FineGrainError as exc:
+        print(f"mteb-finegrain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mteb-finegrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Command lines as a user types them: one clear error line, non-zero exit, no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_rows, write_jsonl
+
+BIN = Path(sys.executable).parent
+
+
+def _cli(args, env_updates, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **env_updates}
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def _assert_one_error_line(result, expected):
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0], errors[0]
+
+
+@pytest.fixture
+def env(finegrain_env, tmp_path):
+    return {
+        "MTEB_FINEGRAIN_DATA_DIR": str(finegrain_env["data_dir"]),
+        "MTEB_FINEGRAIN_TASK_PATH": str(finegrain_env["card_dir"]),
+        "MTEB_FINEGRAIN_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_new_card_runs_through_plain_mteb_cli(env, tiny_model_dir, tmp_path):
+    """A card plus data in a temporary directory: no code change, no import by the user."""
+    listed = _cli([sys.executable, "-c", "import mteb; print([t.metadata.name for t in mteb.get_tasks(tasks=['FineGrainHiddenTiny'])])"], env, tmp_path)
+    assert "FineGrainHiddenTiny" in listed.stdout, listed.stderr
+    out = tmp_path / "results"
+    run = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(out)], env, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = _cli([str(BIN / "mteb-finegrain"), "report", str(out), "--json"], env, tmp_path)
+    records = json.loads(report.stdout)
+    assert {r["layer"] for r in records} == {0, 1, 2}
+    assert {r["stage"] for r in records} == {"pretrained", "coarse_tuned"}
+    assert records[0]["model"] == "local/tiny-bert"
+
+
+def test_unknown_task(env, tiny_model_dir, tmp_path):
+    result = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTRECC", "-m", str(tiny_model_dir)], env, tmp_path)
+    _assert_one_error_line(result, "FineGrainHiddenTRECC")
+    result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenNope", "-m", str(tiny_model_dir)], env, tmp_path)
+    _assert_one_error_line(result, "unknown task(s) FineGrainHiddenNope")
+
+
+def test_missing_data_directory(env, tiny_model_dir, tmp_path):
+    env = {**env, "MTEB_FINEGRAIN_DATA_DIR": str(tmp_path / "missing")}
+    for command in ("mteb", "mteb-finegrain"):
+        result = _cli([str(BIN / command), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "r")], env, tmp_path)
+        _assert_one_error_line(result, "data directory does not exist")
+    assert not list((tmp_path / "r").rglob("FineGrainHidden*.json"))
+
+
+def test_fine_label_under_two_coarse_labels(env, finegrain_env, tiny_model_dir, tmp_path):
+    rows = make_rows(5, seed=1)
+    rows[3] = {"text": "ant1 oak2", "coarse": "plant", "fine": "ant"}
+    write_jsonl(finegrain_env["data_dir"] / "tiny" / "train.jsonl", rows)
+    result = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "fine label 'ant'")
+
+
+def test_empty_text(env, finegrain_env, tiny_model_dir, tmp_path):
+    rows = make_rows(5, seed=1)
+    rows[2]["text"] = ""
+    write_jsonl(finegrain_env["data_dir"] / "tiny" / "test.jsonl", rows)
+    result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "test.jsonl:3: empty text")
+
+
+def test_layer_out_of_range(env, tiny_model_dir, tmp_path):
+    result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--layers", "0,9", "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "layer 9 is out of range")
+    assert not list((tmp_path / "r").rglob("FineGrainHidden*.json"))
+
+
+def test_start_up_hook_imports_nothing_heavy(tmp_path):
+    """The .pth hook must not import mteb or this package in processes that never use mteb."""
+    probe = _cli([sys.executable, "-c", "import sys; print(sorted(m for m in sys.modules if m.startswith(('mteb', 'torch', 'yaml'))))"], {}, tmp_path)
+    assert probe.stdout.strip() == "['mteb_finegrain_autoload']", probe.stdout + probe.stderr

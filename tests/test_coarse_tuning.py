@@ -1,0 +1,71 @@
+import random
+
+import pytest
+import torch
+
+from mteb_finegrain import coarse_tuning
+from mteb_finegrain.cards import load_card
+from mteb_finegrain.coarse_tuning import coarse_tuned_encoder
+from mteb_finegrain.data import LabelledSplit, load_card_data
+from mteb_finegrain.encoder import LayerEncoder
+
+from conftest import fast_protocol
+
+
+def _weights(encoder):
+    return {k: v.clone() for k, v in encoder.sentence_transformer[0].auto_model.state_dict().items()}
+
+
+def test_fine_labels_never_reach_training(finegrain_env, tiny_st, tmp_path, monkeypatch):
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    shuffled = list(split.fine)
+    random.Random(0).shuffle(shuffled)
+    permuted = LabelledSplit(split.texts, split.coarse, shuffled, split.source)
+    protocol = fast_protocol()
+    monkeypatch.setenv("MTEB_FINEGRAIN_CACHE_DIR", str(tmp_path / "c1"))
+    a = _weights(coarse_tuned_encoder(LayerEncoder(tiny_st, show_progress_bar=False), split, card=card, protocol=protocol, show_progress_bar=False))
+    monkeypatch.setenv("MTEB_FINEGRAIN_CACHE_DIR", str(tmp_path / "c2"))
+    b = _weights(coarse_tuned_encoder(LayerEncoder(tiny_st, show_progress_bar=False), permuted, card=card, protocol=protocol, show_progress_bar=False))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    before = _weights(LayerEncoder(tiny_st))
+    assert any(not torch.equal(a[k], before[k]) for k in a), "training changed nothing"
+
+
+def test_checkpoint_is_cached_and_reused(finegrain_env, tiny_st, monkeypatch):
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    encoder = LayerEncoder(tiny_st, show_progress_bar=False)
+    first = coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
+    monkeypatch.setattr(coarse_tuning, "train_on_coarse", lambda *a, **k: pytest.fail("retrained despite cache"))
+    second = coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
+    a, b = _weights(first), _weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # another training setting is another key: it trains again
+    with pytest.raises(pytest.fail.Exception):
+        coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(seed=7), show_progress_bar=False)
+
+
+def test_interrupted_save_leaves_no_loadable_checkpoint(finegrain_env, tiny_st, tmp_path, monkeypatch):
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    encoder = LayerEncoder(tiny_st, show_progress_bar=False)
+    real_save = type(tiny_st).save
+
+    def interrupted_save(self, path, *args, **kwargs):
+        real_save(self, path, *args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C after the weights are on disk, before completion
+
+    monkeypatch.setattr(type(tiny_st), "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
+    cache = tmp_path / "cache" / "coarse_tuned"
+    assert [p for p in cache.iterdir()] == []  # the staging folder was removed, nothing renamed in
+    monkeypatch.setattr(type(tiny_st), "save", real_save)
+    trained = []
+    real_train = coarse_tuning.train_on_coarse
+    monkeypatch.setattr(coarse_tuning, "train_on_coarse", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
+    assert trained == [1]
+    assert len(list(cache.iterdir())) == 1

@@ -1,0 +1,81 @@
+"""The whole path on tiny fixtures: card -> MTEB task -> mteb.evaluate -> result file -> report."""
+
+import json
+
+import mteb
+import pytest
+
+from mteb_finegrain.cards import load_card
+from mteb_finegrain.results import load_records, load_results
+from mteb_finegrain.task import make_task_class
+
+from conftest import fast_protocol
+
+METRICS = {"v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure", "probe_accuracy", "probe_f1_macro"}
+
+
+def _run(finegrain_env, tiny_st, out, **protocol_changes):
+    task_class = make_task_class(load_card(finegrain_env["card"]))
+    task = task_class(protocol=fast_protocol(**protocol_changes), show_progress_bar=False)
+    mteb.evaluate(tiny_st, [task], cache=mteb.ResultCache(str(out)), overwrite_strategy="always", show_progress_bar=False)
+    return load_results(out)
+
+
+def test_every_layer_stage_and_metric_is_written(finegrain_env, tiny_st, tmp_path):
+    results = _run(finegrain_env, tiny_st, tmp_path / "out")
+    assert len(results) == 1
+    scores = results[0].scores
+    assert results[0].task == "FineGrainHiddenTiny"
+    assert scores["protocol_version"] == "1.0"
+    assert scores["settings"]["probe_seed_list"] == [42, 43]
+    assert scores["card"]["data"].startswith("sha256:")
+    assert set(scores["selected_layer"]) == {"pretrained", "coarse_tuned"}
+    records = results[0].records()
+    for stage in ("pretrained", "coarse_tuned"):
+        for layer in (0, 1, 2):
+            got = {r["metric"] for r in records if r["stage"] == stage and r["layer"] == layer}
+            assert got == METRICS
+            shots = sorted(r["shots"] for r in records if r["stage"] == stage and r["layer"] == layer and r["metric"] == "probe_accuracy")
+            assert shots == [1, 2, 8]
+    main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["layer"] == scores["selected_layer"]["coarse_tuned"] and r["metric"] == "probe_accuracy" and r["shots"] == 8)
+    assert scores["main_score"] == scores["selected_layer_probe_accuracy"] == main
+    for r in records:
+        assert 0 <= r["std"] and -1 <= r["value"] <= 1
+
+
+def test_same_run_twice_gives_identical_scores(finegrain_env, tiny_st, tmp_path):
+    first = load_records(_run(finegrain_env, tiny_st, tmp_path / "a")[0].path.parent)
+    second = load_records(_run(finegrain_env, tiny_st, tmp_path / "b")[0].path.parent)
+    assert first == second
+
+
+def test_layer_subset_and_out_of_range(finegrain_env, tiny_st, tmp_path):
+    from mteb_finegrain.errors import FineGrainError
+
+    results = _run(finegrain_env, tiny_st, tmp_path / "out", layers=(0, 2), stages=("pretrained",))
+    assert {r["layer"] for r in results[0].records()} == {0, 2}
+    with pytest.raises(FineGrainError, match="layer 5 is out of range"):
+        _run(finegrain_env, tiny_st, tmp_path / "bad", layers=(5,), stages=("pretrained",))
+    assert not list((tmp_path / "bad").rglob("FineGrainHidden*.json"))
+
+
+def test_report_json_and_table(finegrain_env, tiny_st, tmp_path, capsys):
+    from mteb_finegrain.cli import main
+
+    _run(finegrain_env, tiny_st, tmp_path / "out")
+    assert main(["report", str(tmp_path / "out"), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {tuple(sorted(r)) for r in records} == {("layer", "metric", "mode", "model", "revision", "selected", "shots", "stage", "std", "subset", "task", "value")}
+    assert {r["stage"] for r in records} == {"pretrained", "coarse_tuned"}
+    assert sum(r["selected"] for r in records if r["metric"] == "v_measure") == 2
+    assert main(["report", str(tmp_path / "out"), "--plot", str(tmp_path / "p.png")]) == 0
+    table = capsys.readouterr().out
+    assert "v_measure:pretra" in table and "diff" in table
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_report_on_missing_dir_is_one_clear_error(tmp_path, capsys):
+    from mteb_finegrain.cli import main
+
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert "results directory does not exist" in capsys.readouterr().err
