@@ -7,9 +7,11 @@ are drawn once per seed and shared by all layers, so layers differ only in their
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mteb_finegrain.data import CardData
@@ -55,6 +57,10 @@ def _normalise(embeddings: np.ndarray) -> np.ndarray:
     # Cosine geometry for every layer: raw hidden-state norms differ a lot between layers.
     norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
     return embeddings / np.maximum(norms, 1e-12)
+
+
+def _n_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def resolve_layers(encoder: LayerEncoder, protocol: Protocol) -> list[int]:
@@ -113,20 +119,26 @@ def score_stage(
             records.append(_record(stage, layer, metric, values))
         within = within_coarse_v_measure(unit, data.evaluation.coarse, data.evaluation.fine, protocol.clustering_seed_list)
         records.append(_record(stage, layer, "within_coarse_v_measure", within))
+        # Every probe of this layer (each shot count and seed, plus the validation probes) is an
+        # independent single-threaded fit: run them on all cores at once.
+        jobs = [(n, seed, "evaluation") for n in protocol.shots for seed in samples]
+        jobs += [(protocol.main_shots, seed, "validation") for seed in samples]
+        outcomes = Parallel(n_jobs=_n_jobs())(
+            delayed(probe_scores)(
+                pool_x[k][[where[i] for i in samples[seed][n]]],
+                pool_labels[samples[seed][n]],
+                eval_x[k] if target == "evaluation" else valid_x[k],
+                data.evaluation.fine if target == "evaluation" else data.validation.fine,
+                seed,
+            )
+            for n, seed, target in jobs
+        )
+        by_job = dict(zip(jobs, outcomes))
         for n in protocol.shots:
-            accuracy, f1 = [], []
-            for seed, per_shots in samples.items():
-                rows = [where[i] for i in per_shots[n]]
-                acc, macro = probe_scores(pool_x[k][rows], pool_labels[per_shots[n]], eval_x[k], data.evaluation.fine, seed)
-                accuracy.append(acc)
-                f1.append(macro)
-            records.append(_record(stage, layer, "probe_accuracy", accuracy, n))
-            records.append(_record(stage, layer, "probe_f1_macro", f1, n))
-        valid_scores = []
-        for seed, per_shots in samples.items():
-            rows = [where[i] for i in per_shots[protocol.main_shots]]
-            acc, _ = probe_scores(pool_x[k][rows], pool_labels[per_shots[protocol.main_shots]], valid_x[k], data.validation.fine, seed)
-            valid_scores.append(acc)
+            runs = [by_job[(n, seed, "evaluation")] for seed in samples]
+            records.append(_record(stage, layer, "probe_accuracy", [acc for acc, _ in runs], n))
+            records.append(_record(stage, layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
+        valid_scores = [by_job[(protocol.main_shots, seed, "validation")][0] for seed in samples]
         validation[layer] = float(np.mean(valid_scores))
     selected = max(layers, key=lambda layer: (validation[layer], -layer))
     return StageScores(records, validation, selected)
