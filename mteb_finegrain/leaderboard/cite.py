@@ -1,0 +1,93 @@
+"""Citations: the benchmark's BibTeX, and a ready citation line for one model's scores."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mteb_finegrain.cards import TaskCard, discover_cards
+from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.task import SEED_PAPER_BIBTEX
+
+BENCHMARK_BIBTEX = """@software{mteb_finegrain,
+  title = {{mteb-finegrain}: {FineGrainHidden}, fine-grained label information in the hidden layers of embedding models ({MTEB} plugin and leaderboard)},
+  author = {{mteb-finegrain developers}},
+  year = {2026},
+  url = {https://github.com/mteb-finegrain/mteb-finegrain},
+  license = {Apache-2.0},
+}"""
+
+
+def bibtex_key(bibtex: str) -> str:
+    """The key of a BibTeX entry (``@type{key, ...``), or ``?`` when there is none."""
+    match = re.match(r"\s*@\w+\s*\{\s*([^,\s]+)\s*,", bibtex)
+    return match.group(1) if match else "?"
+
+
+def citation_cards(card_names: list[str]) -> list[TaskCard]:
+    """The cards to cite: every built-in card, plus the named (e.g. user) cards that are known.
+
+    Only built-in cards are cited by default so that the generated files do not depend on the
+    reader's ``MTEB_FINEGRAIN_TASK_PATH``.
+    """
+    builtin, user = discover_cards()
+    wanted = {card.name for card in builtin} | set(card_names)
+    return sorted((card for card in builtin + user if card.name in wanted), key=lambda card: card.name)
+
+
+def bibtex_entries(card_names: list[str]) -> list[str]:
+    """BibTeX of the benchmark, of the seed paper and of each cited dataset card."""
+    return [BENCHMARK_BIBTEX, SEED_PAPER_BIBTEX] + [card.citation for card in citation_cards(card_names)]
+
+
+def cite_line(model: dict, protocol_version: str) -> str:
+    """A one-line citation of a model's leaderboard scores.
+
+    Parameters
+    ----------
+    model : dict
+        The model's summary from :func:`mteb_finegrain.leaderboard.build.summarize`.
+    protocol_version : str
+
+    Returns
+    -------
+    str
+        e.g. ``org/model (rev abc): FineGrainHidden main score 0.612 (CLINC150 0.520, TREC 0.700),
+        protocol 1.0, mteb-finegrain leaderboard [cite: mteb_finegrain; ...]``.
+    """
+    tasks = ", ".join(f"{name} {task['main']:.3f}" for name, task in sorted(model["tasks"].items()))
+    keys = "; ".join(bibtex_key(entry) for entry in bibtex_entries(sorted(model["tasks"])))
+    return (
+        f"{model['model']} (rev {model['revision']}): FineGrainHidden main score {model['main']:.3f} "
+        f"({tasks}), protocol {protocol_version}, mteb-finegrain leaderboard [cite: {keys}]"
+    )
+
+
+def cite_model(leaderboard_dir: str | Path, name: str, *, bibtex: bool = False) -> str:
+    """The citation text of one model of the leaderboard.
+
+    Parameters
+    ----------
+    leaderboard_dir : str or path-like
+    name : str
+        The model's name as recorded (or its entry folder name).
+    bibtex : bool
+        Append the BibTeX entries the line refers to.
+
+    Raises
+    ------
+    FineGrainError
+        If the model is not in the leaderboard (the message lists the models that are).
+    """
+    from mteb_finegrain.leaderboard.build import summarize
+
+    summary = summarize(leaderboard_dir)
+    found = [m for m in summary["models"] if name in (m["model"], m["folder"])]
+    if not found:
+        known = ", ".join(m["model"] for m in summary["models"]) or "none yet"
+        raise FineGrainError(f"model {name!r} is not in the leaderboard at {leaderboard_dir}; models: {known}")
+    model = found[0]
+    text = cite_line(model, summary["protocol_version"])
+    if bibtex:
+        text += "\n\n" + "\n\n".join(bibtex_entries(sorted(model["tasks"])))
+    return text

@@ -1,0 +1,122 @@
+"""Synthetic FineGrainHidden result folders, in the format ``mteb run`` writes, for leaderboard tests.
+
+The scores are made up but consistent (selected layer = best validation layer, main score = the
+coarse-tuned main-shot probe accuracy there), so a fixture passes every leaderboard check until a
+test tampers with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
+
+CLUSTERING = ("v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure")
+PROBE = ("probe_accuracy", "probe_f1_macro")
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+
+def fake_hash(card: str) -> str:
+    """A well-formed (but not real) ``sha256:`` data hash for a card."""
+    return "sha256:" + hashlib.sha256(card.encode()).hexdigest()
+
+
+def _curve(quality: float, layer: int, n_layers: int, offset: float) -> float:
+    # A hump peaking two thirds of the way up the layers: the shape real models show.
+    peak = 2 * (n_layers - 1) / 3
+    value = quality + offset - 0.04 * ((layer - peak) / max(1, n_layers - 1)) ** 2 * 9 + 0.005 * math.sin(3 * layer)
+    return round(min(1.0, max(0.0, value)), 6)
+
+
+def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, quality: float = 0.6,
+                  subset: str = "default", data_hash: str | None = None, card_version: str = "1") -> dict:
+    """One subset's scores as the FineGrainHidden task writes them (both stages, every layer)."""
+    protocol = Protocol()
+    layers = list(range(n_layers))
+    records, validation, selected = [], {}, {}
+    for stage in STAGES:
+        gain = 0.03 if stage == "coarse_tuned" else 0.0
+        for layer in layers:
+            base = _curve(quality, layer, n_layers, gain)
+            for i, metric in enumerate(CLUSTERING):
+                records.append({"stage": stage, "layer": layer, "metric": metric, "shots": None,
+                                "value": round(base * (0.9 - 0.05 * i), 6), "std": 0.01})
+            for shots in protocol.shots:
+                for i, metric in enumerate(PROBE):
+                    value = round(base * (0.7 + 0.05 * math.log2(shots)) - 0.02 * i, 6)
+                    records.append({"stage": stage, "layer": layer, "metric": metric, "shots": shots, "value": value, "std": 0.02})
+        validation[stage] = {str(layer): round(_curve(quality, layer, n_layers, gain) - 0.01, 6) for layer in layers}
+        selected[stage] = max(layers, key=lambda layer: (validation[stage][str(layer)], -layer))
+    main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["layer"] == selected["coarse_tuned"]
+                and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots)
+    return {
+        "selected_layer_probe_accuracy": main,
+        "main_score_definition": protocol.main_score_definition(),
+        "protocol_version": PROTOCOL_VERSION,
+        "card": {"name": card, "version": card_version, "data": data_hash or fake_hash(card), "validation": "validation",
+                 "sizes": {"coarse_train": 100, "fewshot_pool": 100, "validation": 20, "evaluation": 40},
+                 "fine_classes": 10, "coarse_classes": 3},
+        "model": {"name": model, "revision": revision, "layers": layers, "hidden_states": True, "note": None},
+        "settings": protocol.to_dict(),
+        "selected_layer": selected,
+        "validation_probe_accuracy": validation,
+        "records": records,
+        "main_score": main,
+        "hf_subset": subset,
+        "languages": ["eng-Latn"],
+        "mteb_version": "2.26.24",
+    }
+
+
+def write_submission(root: Path, *, model: str = "org/model-a", revision: str = "rev-a", cards=("CLINC150", "TREC"),
+                     n_layers: int = 7, quality: float = 0.6, n_parameters: int | None = 22_700_000,
+                     aggregate: bool = False, hashes: dict | None = None) -> Path:
+    """Write one model's results like ``mteb`` does and return the results root.
+
+    Files go to ``root/results/<model_as_path>/<revision>/``: one ``FineGrainHidden<card>.json``
+    per card (or one ``FineGrainHidden.json`` with a subset per card when ``aggregate``) and a
+    ``model_meta.json``.
+    """
+    folder = root / "results" / model.replace("/", "__") / revision
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = hashes or {}
+
+    def scores(card: str, subset: str) -> dict:
+        return subset_scores(card, model=model, revision=revision, n_layers=n_layers, quality=quality,
+                             subset=subset, data_hash=hashes.get(card))
+
+    if aggregate:
+        tasks = {"FineGrainHidden": [scores(card, card) for card in cards]}
+    else:
+        tasks = {f"FineGrainHidden{card}": [scores(card, "default")] for card in cards}
+    for task, subsets in tasks.items():
+        result = {"dataset_revision": "cards", "task_name": task, "mteb_version": "2.26.24", "scores": {"test": subsets},
+                  "evaluation_time": 1.0, "kg_co2_emissions": None, "date": 1795680394.6}
+        (folder / f"{task}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    meta = {"name": model, "revision": revision, "n_parameters": n_parameters, "framework": ["Sentence Transformers"]}
+    (folder / "model_meta.json").write_text(json.dumps(meta, indent=4), encoding="utf-8")
+    return root
+
+
+def edit_results(root: Path, change) -> None:
+    """Apply ``change(subset_scores)`` to every subset of every result file under ``root``."""
+    for path in sorted(root.rglob("FineGrainHidden*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for subset in data["scores"]["test"]:
+            change(subset)
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def tree_digest(path: Path) -> str:
+    """A hash of every file name and byte under ``path`` (``absent`` when it does not exist)."""
+    if not path.exists():
+        return "absent"
+    digest = hashlib.sha256()
+    for item in sorted(path.rglob("*")):
+        digest.update(str(item.relative_to(path)).encode() + b"\0")
+        if item.is_file():
+            digest.update(item.read_bytes() + b"\0")
+    return digest.hexdigest()
