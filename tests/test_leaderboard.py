@@ -263,3 +263,16 @@ def test_command_line(tmp_path, board, capsys):
     assert "1 model(s)" in capsys.readouterr().out
     assert leaderboard_main(["cite", "org/model-a", "--leaderboard-dir", str(board)]) == 0
     assert capsys.readouterr().out.startswith("org/model-a (rev rev-a)")
+
+
+def test_citation_cff_has_the_required_keys():
+    import yaml
+
+    from mteb_finegrain._version import __version__
+
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors", "type", "license"} <= set(cff)
+    assert cff["version"] == __version__
+    paper = cff["references"][0]
+    assert [a["family-names"] for a in paper["authors"]] == ["Anjum", "Krestel"] and paper["year"] == 2024
