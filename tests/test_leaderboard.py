@@ -158,12 +158,19 @@ def test_interrupted_add_leaves_the_leaderboard_as_it_was(tmp_path, board, monke
     before = tree_digest(board)
     import mteb_finegrain.leaderboard.store as store
 
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt
+    real_replace, calls = store.os.replace, []
 
-    monkeypatch.setattr(store.os, "replace", crash)
+    def interrupted_second_rename(src, dst):
+        # 1st rename moves the old entry aside, 2nd would move the new one in: interrupt there.
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", interrupted_second_rename)
     with pytest.raises(KeyboardInterrupt):
         add_submission(write_submission(tmp_path / "a2", revision="rev-2"), board, replace=True)
+    assert len(calls) == 3  # the old entry was put back
     assert tree_digest(board) == before
 
 

@@ -61,6 +61,8 @@ def entries(leaderboard_dir: str | Path) -> list[Entry]:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise FineGrainError(f"{meta_file}: leaderboard entry without a readable model_meta.json ({exc})") from None
+        if not isinstance(meta, dict) or not meta.get("name") or not meta.get("revision"):
+            raise FineGrainError(f"{meta_file}: leaderboard entry without a model name and revision")
         out.append(Entry(meta["name"], meta["revision"], folder, meta))
     return out
 
