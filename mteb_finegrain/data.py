@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,7 +241,3 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
         )
     return CardData(coarse_train, pool, validation, evaluation, hierarchy, content_hash, carved)
 
-
-def label_counts(split: LabelledSplit) -> Counter:
-    """Examples per fine label."""
-    return Counter(split.fine)
