@@ -1,7 +1,9 @@
 """Few-shot linear probe: logistic regression on n frozen-layer embeddings per fine class.
 
 This is SetFit's head stage without its contrastive body tuning. As in MTEB's classification
-tasks: raw (unnormalised) embeddings, ``LogisticRegression(max_iter=100)``. The few-shot samples depend on the seed only, never on the layer, so
+tasks: ``LogisticRegression(max_iter=100)`` on the layer's embeddings, here after per-feature
+standardisation fitted on the few-shot examples (hidden states have a few huge dimensions, which
+makes lbfgs crawl without it). The few-shot samples depend on the seed only, never on the layer, so
 layers are compared on identical training sets.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
@@ -37,7 +41,7 @@ def probe_scores(
     train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], seed: int
 ) -> tuple[float, float]:
     """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x``."""
-    classifier = LogisticRegression(max_iter=100, random_state=seed)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed))
     # One BLAS thread: these problems are small, and threads make them several times slower.
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter
