@@ -32,12 +32,18 @@ def _curve(quality: float, layer: int, n_layers: int, offset: float) -> float:
 
 
 def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, quality: float = 0.6,
-                  subset: str = "default", data_hash: str | None = None, card_version: str = "1") -> dict:
-    """One subset's scores as the FineGrainHidden task writes them (both stages, every layer)."""
+                  subset: str = "default", data_hash: str | None = None, card_version: str = "1",
+                  hidden_states: bool = True) -> dict:
+    """One subset's scores as the FineGrainHidden task writes them (both stages, every layer).
+
+    ``hidden_states=False``: a model scored on its final embedding only (layer -1), pretrained
+    stage only, as the task writes it for e.g. the TF-IDF + SVD control.
+    """
     protocol = Protocol()
-    layers = list(range(n_layers))
+    layers = list(range(n_layers)) if hidden_states else [-1]
+    stages = STAGES if hidden_states else ("pretrained",)
     records, validation, selected = [], {}, {}
-    for stage in STAGES:
+    for stage in stages:
         gain = 0.03 if stage == "coarse_tuned" else 0.0
         for layer in layers:
             base = _curve(quality, layer, n_layers, gain)
@@ -50,7 +56,7 @@ def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, qu
                     records.append({"stage": stage, "layer": layer, "metric": metric, "shots": shots, "value": value, "std": 0.02})
         validation[stage] = {str(layer): round(_curve(quality, layer, n_layers, gain) - 0.01, 6) for layer in layers}
         selected[stage] = max(layers, key=lambda layer: (validation[stage][str(layer)], -layer))
-    main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["layer"] == selected["coarse_tuned"]
+    main = next(r["value"] for r in records if r["stage"] == stages[-1] and r["layer"] == selected[stages[-1]]
                 and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots)
     return {
         "selected_layer_probe_accuracy": main,
@@ -59,7 +65,8 @@ def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, qu
         "card": {"name": card, "version": card_version, "data": data_hash or fake_hash(card), "validation": "validation",
                  "sizes": {"coarse_train": 100, "fewshot_pool": 100, "validation": 20, "evaluation": 40},
                  "fine_classes": 10, "coarse_classes": 3},
-        "model": {"name": model, "revision": revision, "layers": layers, "hidden_states": True, "note": None},
+        "model": {"name": model, "revision": revision, "layers": layers, "hidden_states": hidden_states,
+                  "note": None if hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)"},
         "settings": protocol.to_dict(),
         "selected_layer": selected,
         "validation_probe_accuracy": validation,
@@ -73,7 +80,7 @@ def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, qu
 
 def write_submission(root: Path, *, model: str = "org/model-a", revision: str = "rev-a", cards=("CLINC150", "TREC"),
                      n_layers: int = 7, quality: float = 0.6, n_parameters: int | None = 22_700_000,
-                     aggregate: bool = False, hashes: dict | None = None) -> Path:
+                     aggregate: bool = False, hashes: dict | None = None, hidden_states: bool = True) -> Path:
     """Write one model's results like ``mteb`` does and return the results root.
 
     Files go to ``root/results/<model_as_path>/<revision>/``: one ``FineGrainHidden<card>.json``
@@ -86,7 +93,7 @@ def write_submission(root: Path, *, model: str = "org/model-a", revision: str = 
 
     def scores(card: str, subset: str) -> dict:
         return subset_scores(card, model=model, revision=revision, n_layers=n_layers, quality=quality,
-                             subset=subset, data_hash=hashes.get(card))
+                             subset=subset, data_hash=hashes.get(card), hidden_states=hidden_states)
 
     if aggregate:
         tasks = {"FineGrainHidden": [scores(card, card) for card in cards]}

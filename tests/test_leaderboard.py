@@ -283,3 +283,80 @@ def test_citation_cff_has_the_required_keys():
     assert cff["version"] == __version__
     paper = cff["references"][0]
     assert [a["family-names"] for a in paper["authors"]] == ["Anjum", "Krestel"] and paper["year"] == 2024
+
+
+# -- models without hidden states (the TF-IDF + SVD control, API models) -----------------------
+
+
+def test_model_without_hidden_states_is_accepted_with_the_pretrained_stage_only(tmp_path, board):
+    control = write_submission(tmp_path / "control", model="org/control", quality=0.3, hidden_states=False)
+    submission, entry = add_submission(control, board)
+    assert submission.cards == ["CLINC150", "TREC"]
+    add_submission(write_submission(tmp_path / "a"), board)
+    build_leaderboard(board)
+
+    from mteb_finegrain.leaderboard.build import summarize
+
+    models = {m["model"]: m for m in summarize(board)["models"]}
+    ctrl = models["org/control"]
+    assert (ctrl["layers"], ctrl["hidden_states"], ctrl["delta"]) == ([-1], False, None)
+    assert {t["best_layer"] for t in ctrl["tasks"].values()} == {-1}
+    assert {t["main_stage"] for t in ctrl["tasks"].values()} == {"pretrained"}
+    assert all(list(t["curves"]) == ["pretrained"] for t in ctrl["tasks"].values())
+    assert models["org/model-a"]["hidden_states"] is True and models["org/model-a"]["delta"] is not None
+
+    readme = (board / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "org/control" in line)
+    assert "| final only |" in row and row.endswith("| -1 / -1 | n/a ² |")
+    assert "² No hidden states" in readme
+    rows = [r for r in csv.DictReader(io.StringIO((board / "leaderboard.csv").read_text())) if r["model"] == "org/control"]
+    assert {(r["stage"], r["layer"]) for r in rows} == {("pretrained", "-1")}
+    assert cite_model(board, "org/control").startswith("org/control (rev rev-a): FineGrainHidden main score 0.")
+
+
+def _no_hidden_but_every_layer(s):
+    s["model"]["hidden_states"] = False
+
+
+def _no_hidden_with_coarse_tuned(s):
+    extra = [dict(r, stage="coarse_tuned") for r in s["records"]]
+    s["records"] += extra
+
+
+def _no_hidden_main_not_pretrained(s):
+    s["main_score"] = round(s["main_score"] - 0.05, 6)
+
+
+def _hidden_states_missing(s):
+    del s["model"]["hidden_states"]
+
+
+@pytest.mark.parametrize(
+    ("hidden_states", "tamper", "message"),
+    [
+        (True, _no_hidden_but_every_layer, "model.layers must be [-1], got [0, 1, 2, 3, 4, 5, 6]"),
+        (False, _no_hidden_with_coarse_tuned, "a model without hidden states has no coarse_tuned stage"),
+        (False, _no_hidden_main_not_pretrained, "differs from the pretrained 8-shot probe accuracy"),
+        (True, _hidden_states_missing, "model.hidden_states must be true or false, got None"),
+    ],
+)
+def test_stage_and_layer_rules_without_hidden_states(tmp_path, board, hidden_states, tamper, message):
+    submission_dir = write_submission(tmp_path / "sub", hidden_states=hidden_states)
+    edit_results(submission_dir, tamper)
+    with pytest.raises(FineGrainError) as info:
+        add_submission(submission_dir, board)
+    assert message in str(info.value)
+    assert tree_digest(board) == "absent"
+
+
+def test_model_with_hidden_states_still_needs_both_stages(tmp_path, board):
+    # A pretrained-only run of a transformer (--stages pretrained) is not a leaderboard entry.
+    submission_dir = write_submission(tmp_path / "sub")
+    edit_results(submission_dir, lambda s: (_drop_coarse_tuned(s), s["settings"].update(stages=["pretrained"])))
+    with pytest.raises(FineGrainError) as info:
+        add_submission(submission_dir, board)
+    assert "stage coarse_tuned is missing" in str(info.value) and "settings.stages" in str(info.value)
+    # Without hidden states, asking for the pretrained stage only is the same run and is accepted.
+    control = write_submission(tmp_path / "control", hidden_states=False)
+    edit_results(control, lambda s: s["settings"].update(stages=["pretrained"]))
+    add_submission(control, board)

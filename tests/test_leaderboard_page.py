@@ -147,3 +147,23 @@ def test_screenshot_renders(page, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000  # a blank page is a few kB
     if os.environ.get("MTEB_FINEGRAIN_KEEP_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["MTEB_FINEGRAIN_KEEP_SCREENSHOT"])
+
+
+def test_model_without_hidden_states_is_a_level_line(tmp_path):
+    """The TF-IDF + SVD control (layer -1, pretrained only): "final only", n/a gain, a level line."""
+    board = tmp_path / "leaderboard"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MTEB_FINEGRAIN_DATA_DIR", raising=False)
+        patch.delenv("MTEB_FINEGRAIN_TASK_PATH", raising=False)
+        add_submission(write_submission(tmp_path / "a", model="org/model-a", quality=0.7), board)
+        add_submission(write_submission(tmp_path / "c", model="org/control", quality=0.3, hidden_states=False), board)
+        build_leaderboard(board)
+    parsed = dom(board / "index.html", tmp_path, "tick:all")
+    control = next(row["cells"] for row in parsed.rows if row["model"] == "org/control")
+    assert "final only" in control and "-1 / -1" in control and control[-1] == "n/a"
+    level = [p for p in parsed.paths if p["data-model"] == "org/control"]
+    assert len(level) == 4 and {p["data-stage"] for p in level} == {"pretrained"}
+    assert all(p.get("data-level") == "final-embedding" for p in level)
+    # The level line spans the other model's layers 0..6 at one height.
+    ends = [p["d"].split(" L") for p in level]
+    assert all(len(e) == 2 and e[0].split()[-1] == e[1].split()[-1] for e in ends)

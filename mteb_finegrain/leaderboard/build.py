@@ -31,23 +31,30 @@ def _round(value: float) -> float:
 
 
 def _task_summary(scores: dict) -> dict:
-    """Main score, selected layers, the coarse-tuned gain and the two plotted curves of one card."""
+    """Main score, selected layers, the coarse-tuned gain and the plotted curves of one card.
+
+    A model without hidden states has only the ``pretrained`` stage: its ``best_layer`` is that
+    stage's (``-1``) and its ``delta`` is None (coarse fine-tuning does not apply).
+    """
     layers = scores["model"]["layers"]
     main_shots = scores["settings"]["main_shots"]
     value = {(r["stage"], r["layer"], r["metric"], r["shots"]): r["value"] for r in scores["records"]}
-    selected = {stage: scores["selected_layer"][stage] for stage in STAGES}
-    probe = {stage: value[(stage, selected[stage], "probe_accuracy", main_shots)] for stage in STAGES}
+    stages = [stage for stage in STAGES if any(r["stage"] == stage for r in scores["records"])]
+    selected = {stage: scores["selected_layer"][stage] for stage in stages}
+    probe = {stage: value[(stage, selected[stage], "probe_accuracy", main_shots)] for stage in stages}
     return {
         "main": scores["main_score"],
+        "main_stage": stages[-1],
         "selected": selected,
+        "best_layer": selected[stages[-1]],
         # Each stage at its own validation-selected layer: what coarse fine-tuning gains or costs.
-        "delta": _round(probe["coarse_tuned"] - probe["pretrained"]),
+        "delta": _round(probe["coarse_tuned"] - probe["pretrained"]) if "coarse_tuned" in probe else None,
         "curves": {
             stage: {
                 "v_measure": [value[(stage, layer, "v_measure", None)] for layer in layers],
                 "probe_accuracy": [value[(stage, layer, "probe_accuracy", main_shots)] for layer in layers],
             }
-            for stage in STAGES
+            for stage in stages
         },
     }
 
@@ -60,18 +67,22 @@ def summarize(leaderboard_dir: str | Path) -> dict:
     dict
         ``protocol_version``, ``main_shots``, ``main_score_definition``, ``tasks`` (card names,
         sorted) and ``models``: per model ``model``, ``revision``, ``folder``, ``n_parameters``,
-        ``layers``, ``protocol_version``, ``main`` (mean over its tasks of the main score),
-        ``delta`` (mean coarse-tuned minus pretrained probe accuracy) and ``tasks`` (card name ->
-        ``main``, ``selected``, ``delta``, ``curves``).
+        ``layers`` (``[-1]`` for a model without hidden states), ``hidden_states``,
+        ``protocol_version``, ``main`` (mean over its tasks of the main score), ``delta`` (mean
+        coarse-tuned minus pretrained probe accuracy; None when no task has a coarse_tuned stage)
+        and ``tasks`` (card name -> ``main``, ``main_stage``, ``selected``, ``best_layer``,
+        ``delta``, ``curves``).
     """
     models = []
     for entry in entries(leaderboard_dir):
-        tasks, layers, versions = {}, [], set()
+        tasks, layers, versions, hidden_states = {}, [], set(), True
         for result in load_results(entry.path):
             card = result.scores["card"]["name"]
             tasks[card] = _task_summary(result.scores)
             layers = result.scores["model"]["layers"]
+            hidden_states = result.scores["model"].get("hidden_states", True)
             versions.add(result.scores["protocol_version"])
+        deltas = [t["delta"] for t in tasks.values() if t["delta"] is not None]
         models.append(
             {
                 "model": entry.model,
@@ -79,9 +90,10 @@ def summarize(leaderboard_dir: str | Path) -> dict:
                 "folder": entry.path.name,
                 "n_parameters": entry.meta.get("n_parameters"),
                 "layers": layers,
+                "hidden_states": hidden_states,
                 "protocol_version": ", ".join(sorted(versions)),
                 "main": _round(mean(t["main"] for t in tasks.values())),
-                "delta": _round(mean(t["delta"] for t in tasks.values())),
+                "delta": _round(mean(deltas)) if deltas else None,
                 "tasks": tasks,
             }
         )
@@ -104,7 +116,9 @@ def format_parameters(n) -> str:
 
 
 def format_layers(layers: list[int]) -> str:
-    """``0–12`` for layers 0..12."""
+    """``0–12`` for layers 0..12; ``final only`` for a model without hidden states (``[-1]``)."""
+    if layers == [-1]:
+        return "final only"
     return f"{layers[0]}–{layers[-1]}" if len(layers) > 1 else (str(layers[0]) if layers else "—")
 
 
@@ -143,10 +157,11 @@ def render_readme(summary: dict) -> str:
         lines += ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join(["---:", "---", "---", "---:", "---:", "---:"] + ["---:"] * (len(tasks) + 2)) + "|"]
         for rank, model in enumerate(summary["models"], start=1):
             per_task = [f"{model['tasks'][t]['main']:.3f}" if t in model["tasks"] else "—" for t in tasks]
-            best = " / ".join(str(model["tasks"][t]["selected"]["coarse_tuned"]) if t in model["tasks"] else "—" for t in tasks)
+            best = " / ".join(str(model["tasks"][t]["best_layer"]) if t in model["tasks"] else "—" for t in tasks)
             partial = "" if len(model["tasks"]) == len(tasks) else " ¹"
             cells = [str(rank), _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
-                     format_layers(model["layers"]), f"{model['main']:.3f}{partial}", *per_task, best, f"{model['delta']:+.3f}"]
+                     format_layers(model["layers"]), f"{model['main']:.3f}{partial}", *per_task, best,
+                     "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -155,19 +170,26 @@ def render_readme(summary: dict) -> str:
         ]
         if any(len(m["tasks"]) != len(tasks) for m in summary["models"]):
             lines += ["", "¹ Mean over the tasks the model was run on (not all tasks): not directly comparable."]
+        if any(m["delta"] is None for m in summary["models"]):
+            lines += ["", "² No hidden states (e.g. the TF-IDF + SVD control): scored on its final embedding only (layer −1, "
+                      "shown as \"final only\"), pretrained stage only, since there is nothing to fine-tune on coarse labels; "
+                      "its main score and best layer are the pretrained stage's."]
         lines.append("")
     lines += [
         "## Adding results",
         "",
         "1. Run every task with the default protocol (both stages, every layer):",
         "   `mteb run -m <model> -t FineGrainHidden --output-folder out/`",
-        "   (or `mteb-finegrain run`).",
+        "   (or `mteb-finegrain run`). A model without hidden states is scored on its final embedding, pretrained stage only.",
         "2. Check and add the results folder (it holds the `FineGrainHidden*.json` files and `model_meta.json`):",
         "   `mteb-finegrain leaderboard add out/results/<model>/<revision>` (`--replace` to update a model's entry).",
         "   With `MTEB_FINEGRAIN_DATA_DIR` set, the data hash of each result is compared with the local data.",
         "3. Regenerate this page: `mteb-finegrain leaderboard build`, and open a pull request with `leaderboard/`.",
         "",
         "A citation line for one model: `mteb-finegrain leaderboard cite <model>`.",
+        "",
+        "The reference entries (all-MiniLM-L6-v2, its random-init control, the TF-IDF + SVD control, all-mpnet-base-v2) "
+        "are reproduced with one command each: see [reference/README.md](reference/README.md).",
         "",
         "## How to cite",
         "",

@@ -2,7 +2,9 @@
 
 Every problem is collected (not just the first), so a submitter fixes them all in one go. Scores
 are only comparable under one protocol, on the same data, with every layer and both stages
-scored; each rule below guards one of those.
+scored; each rule below guards one of those. A model without hidden states (a non-neural control,
+an API model) has one "layer", ``-1`` (its final embedding), and only the ``pretrained`` stage:
+there is nothing to fine-tune on coarse labels, so its main score is the pretrained stage's.
 """
 
 from __future__ import annotations
@@ -94,7 +96,12 @@ def _in_range(value, metric: str | None = None) -> bool:
     return _is_number(value) and low <= value <= 1.0
 
 
-def _check_settings(settings, where: str) -> list[str]:
+def required_stages(hidden_states: bool) -> tuple[str, ...]:
+    """The stages a submission must hold: both, or ``pretrained`` alone without hidden states."""
+    return STAGES if hidden_states else ("pretrained",)
+
+
+def _check_settings(settings, where: str, hidden_states: bool = True) -> list[str]:
     if not isinstance(settings, dict):
         return [f"{where}: 'settings' is missing, so the protocol cannot be checked"]
     expected = Protocol().to_dict()
@@ -102,6 +109,8 @@ def _check_settings(settings, where: str) -> list[str]:
     for key in sorted(expected):
         if key in _SETTINGS_NOT_COMPARED:
             continue
+        if key == "stages" and not hidden_states and settings.get(key) in (["pretrained"], expected[key]):
+            continue  # coarse_tuned does not apply: asking for it or not gives the same scores
         if settings.get(key) != expected[key]:
             problems.append(
                 f"{where}: settings.{key} is {json.dumps(settings.get(key))} but protocol "
@@ -110,8 +119,12 @@ def _check_settings(settings, where: str) -> list[str]:
     return problems
 
 
-def _check_records(records, layers: list[int], shots: list[int], where: str) -> tuple[list[str], dict]:
-    """Problems with the records, and ``(stage, layer, metric, shots) -> value`` of the good ones."""
+def _check_records(records, layers: list[int], shots: list[int], where: str, stages: tuple[str, ...] = STAGES) -> tuple[list[str], dict]:
+    """Problems with the records, and ``(stage, layer, metric, shots) -> value`` of the good ones.
+
+    ``stages`` are the stages that must be present (see :func:`required_stages`); records of any
+    other stage are rejected.
+    """
     if not isinstance(records, list):
         return [f"{where}: 'records' must be a list"], {}
     problems, seen = [], {}
@@ -123,6 +136,9 @@ def _check_records(records, layers: list[int], shots: list[int], where: str) -> 
         label = f"{where}: record {i} ({stage}, layer {layer}, {metric}" + (f", {n} shots)" if n is not None else ")")
         if stage not in STAGES:
             problems.append(f"{label}: unknown stage {stage!r}; stages are {list(STAGES)}")
+            continue
+        if stage not in stages:
+            problems.append(f"{label}: a model without hidden states has no {stage} stage")
             continue
         if metric not in KNOWN_METRICS:
             problems.append(f"{label}: unknown metric {metric!r}")
@@ -142,9 +158,9 @@ def _check_records(records, layers: list[int], shots: list[int], where: str) -> 
             problems.append(f"{label}: std {std!r} must be a number >= 0")
         seen[key] = value
     expected = [(m, None) for m in CLUSTERING_METRICS] + [(m, n) for n in shots for m in PROBE_METRICS]
-    for stage in STAGES:
+    for stage in stages:
         if not any(key[0] == stage for key in seen):
-            problems.append(f"{where}: stage {stage} is missing (both {' and '.join(STAGES)} are required)")
+            problems.append(f"{where}: stage {stage} is missing (both {' and '.join(STAGES)} are required for a model with hidden states)")
             continue
         for layer in layers:
             missing = [(m, n) for m, n in expected if (stage, layer, m, n) not in seen]
@@ -182,19 +198,25 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
 
     model = scores.get("model") if isinstance(scores.get("model"), dict) else {}
     layers = model.get("layers")
-    if not (isinstance(layers, list) and layers and layers == list(range(len(layers)))):
+    hidden_states = model.get("hidden_states")
+    if hidden_states not in (True, False):
+        problems.append(f"{where}: model.hidden_states must be true or false, got {hidden_states!r}")
+        hidden_states = True
+    if hidden_states and not (isinstance(layers, list) and layers and layers == list(range(len(layers)))):
         problems.append(f"{where}: model.layers must list every layer 0..L, got {layers!r}")
         layers = layers if isinstance(layers, list) else []
-    if model.get("hidden_states") is not True:
-        problems.append(f"{where}: the model exposes no hidden states, so it has no coarse_tuned stage; the leaderboard needs both stages")
+    elif not hidden_states and layers != [-1]:
+        problems.append(f"{where}: a model without hidden states is scored on its final embedding only: model.layers must be [-1], got {layers!r}")
+        layers = [-1]
+    stages = required_stages(hidden_states)
 
     settings = scores.get("settings")
-    problems.extend(_check_settings(settings, where))
+    problems.extend(_check_settings(settings, where, hidden_states))
     shots = settings.get("shots") if isinstance(settings, dict) and isinstance(settings.get("shots"), list) else []
     main_shots = settings.get("main_shots") if isinstance(settings, dict) else None
-    record_problems, values = _check_records(scores.get("records"), layers, shots, where)
+    record_problems, values = _check_records(scores.get("records"), layers, shots, where, stages)
     problems.extend(record_problems)
-    problems.extend(_check_selection(scores, layers, values, main_shots, where))
+    problems.extend(_check_selection(scores, layers, values, main_shots, where, main_stage=stages[-1]))
     return problems, card_name, model
 
 
@@ -215,8 +237,12 @@ def _check_data_hash(value, card: TaskCard, hashes: DataHashes, where: str) -> l
     return []
 
 
-def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, where: str) -> list[str]:
-    """The selected layers, validation accuracies and main score agree with the records."""
+def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, where: str, main_stage: str = "coarse_tuned") -> list[str]:
+    """The selected layers, validation accuracies and main score agree with the records.
+
+    ``main_stage`` is the stage the main score comes from: ``coarse_tuned``, or ``pretrained``
+    for a model without hidden states.
+    """
     problems = []
     selected = scores.get("selected_layer") if isinstance(scores.get("selected_layer"), dict) else {}
     validation = scores.get("validation_probe_accuracy")
@@ -235,10 +261,10 @@ def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, 
     for key in ("main_score", MAIN_SCORE):
         if not _in_range(scores.get(key)):
             problems.append(f"{where}: {key} {scores.get(key)!r} is out of range [0, 1]")
-    main_value = values.get(("coarse_tuned", selected.get("coarse_tuned"), "probe_accuracy", main_shots))
+    main_value = values.get((main_stage, selected.get(main_stage), "probe_accuracy", main_shots))
     if _in_range(scores.get("main_score")) and main_value is not None and not math.isclose(scores["main_score"], main_value, abs_tol=1e-9):
         problems.append(
-            f"{where}: main_score {scores['main_score']} differs from the coarse_tuned {main_shots}-shot probe "
+            f"{where}: main_score {scores['main_score']} differs from the {main_stage} {main_shots}-shot probe "
             f"accuracy {main_value} at the selected layer"
         )
     return problems
