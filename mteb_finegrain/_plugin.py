@@ -43,6 +43,19 @@ def register_tasks() -> dict[str, type]:
     return _registered
 
 
+def register_models() -> None:
+    """Add the plugin's own models (``mteb-finegrain/tfidf-svd``) to mteb's model registry.
+
+    So that ``mteb.get_model`` and ``mteb run -m`` find them without asking the Hub (idempotent).
+    """
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    from mteb_finegrain.tfidf_svd import tfidf_svd_model_meta
+
+    meta = tfidf_svd_model_meta()
+    MODEL_REGISTRY.setdefault(meta.name, meta)
+
+
 def _local_model_name(path: Path) -> str:
     """``local/<title of the model card>`` or ``local/<folder name>``."""
     readme = path / "README.md"
@@ -158,6 +171,7 @@ def on_import(name: str, module: ModuleType) -> None:
         _wrap_cli_main(module)
         return
     _patch_get_model_meta(module)
+    register_models()
     try:
         register_tasks()
     except FineGrainError as exc:

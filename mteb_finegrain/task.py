@@ -86,6 +86,11 @@ class AbsTaskFineGrainHidden(AbsTask):
         else:
             encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
         resolve_layers(encoder, protocol)  # a layer out of range fails before any work
+        # A model fitted on a fixed corpus (the TF-IDF + SVD control) learns its space from this
+        # card's coarse_train texts (texts only, never labels), once, so that the evaluation,
+        # validation and few-shot texts are all encoded in the same space.
+        if getattr(encoder.source, "fit_on_coarse_train_texts", False):
+            encoder.source.fit(data_split.coarse_train.texts)
         context = {"task_metadata": self.metadata, "hf_split": hf_split, "hf_subset": hf_subset}
         records, validation, selected = [], {}, {}
         for stage in protocol.stages:

