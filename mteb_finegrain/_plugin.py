@@ -98,8 +98,10 @@ def _load_local_model(folder: str, model_name: str | None = None, revision: str 
     from mteb.models import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
-    wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(folder, device=device, local_files_only=True))
-    wrapper.mteb_model_meta = local_model_meta(folder, revision)
+    model = SentenceTransformer(folder, device=device, local_files_only=True)
+    wrapper = SentenceTransformerEncoderWrapper(model)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    wrapper.mteb_model_meta = local_model_meta(folder, revision).model_copy(update={"n_parameters": n_parameters})
     return wrapper
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from mteb_finegrain.results import SubsetResult
 
-TABLE_METRICS = (("v_measure", None), ("within_coarse_v_measure", None), ("probe_accuracy", 8))
+TABLE_METRICS = (("v_measure", None, "V"), ("within_coarse_v_measure", None, "withinV"), ("probe_accuracy", 8, "probe@8"))
+STAGE_SHORT = {"pretrained": "pre", "coarse_tuned": "tuned"}
 STAGE_ORDER = ("pretrained", "coarse_tuned")
 
 
@@ -45,14 +46,13 @@ def format_table(results: list[SubsetResult]) -> str:
         selected = result.scores.get("selected_layer", {})
         title = f"{result.task} [{result.subset}]  model={result.model}  protocol={result.scores.get('protocol_version')}  main_score={result.scores.get('main_score', float('nan')):.4f}"
         header = ["layer"]
-        for metric, shots in TABLE_METRICS:
-            label = metric if shots is None else f"{metric}@{shots}"
-            header += [f"{label}:{s[:6]}" for s in stages] + ([f"{label}:diff"] if len(stages) == 2 else [])
+        for _, _, label in TABLE_METRICS:
+            header += [f"{label} {STAGE_SHORT.get(s, s)}" for s in stages] + ([f"{label} diff"] if len(stages) == 2 else [])
         rows = []
         for layer in layers:
-            marks = "".join("*" if selected.get(s) == layer else "" for s in stages)
-            row = [f"{layer}{marks}"]
-            for metric, shots in TABLE_METRICS:
+            marks = "".join(STAGE_SHORT.get(s, s)[0] for s in stages if selected.get(s) == layer)
+            row = [f"{layer} {marks}".rstrip()]
+            for metric, shots, _ in TABLE_METRICS:
                 stage_values = [values.get((s, layer, metric, shots)) for s in stages]
                 row += ["-" if v is None else f"{v:.4f}" for v in stage_values]
                 if len(stages) == 2:
@@ -65,7 +65,10 @@ def format_table(results: list[SubsetResult]) -> str:
         setfit = sorted((k, v) for k, v in values.items() if k[2] == "setfit_accuracy")
         for (stage, layer, _, shots), value in setfit:
             lines.append(f"setfit_accuracy@{shots} {stage} layer {layer}: {value:.4f}")
-        lines.append("* = layer selected on validation (one * per stage that selected it); diff = coarse_tuned - pretrained")
+        lines.append(
+            "V = v_measure, withinV = within_coarse_v_measure, probe@8 = 8-shot probe_accuracy; pre = pretrained, "
+            "tuned = coarse_tuned, diff = tuned - pre; p / t after a layer: the layer chosen on validation for pre / tuned"
+        )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -109,7 +112,9 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
             ax.set_title(f"{task}: {label}", fontsize=10)
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_ylabel(label.split(" (")[0])
-            ax.margins(x=0.25)
+            layers = sorted({k[1] for r in task_results for k in _lookup(r)})
+            ax.set_xticks(layers)
+            ax.set_xlim(layers[0] - 0.3, layers[-1] + 0.3 + 0.25 * len(layers))  # room for line labels
             ax.grid(alpha=0.3)
     fig.suptitle("solid = pretrained, dashed = coarse-tuned, ring = layer selected on validation", fontsize=9)
     fig.tight_layout()

@@ -70,7 +70,7 @@ def test_report_json_and_table(finegrain_env, tiny_st, tmp_path, capsys):
     assert sum(r["selected"] for r in records if r["metric"] == "v_measure") == 2
     assert main(["report", str(tmp_path / "out"), "--plot", str(tmp_path / "p.png")]) == 0
     table = capsys.readouterr().out
-    assert "v_measure:pretra" in table and "diff" in table
+    assert "V pre" in table and "probe@8 diff" in table
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
