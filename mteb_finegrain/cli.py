@@ -46,7 +46,7 @@ def build_protocol(args: argparse.Namespace):
         changes["coarse_training"] = replace(protocol.coarse_training, epochs=args.epochs)
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
-    return Protocol(**{**protocol.__dict__, **changes})
+    return replace(protocol, **changes)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ class LayerEncoder(AbsEncoder):
         if self._transformer is None and not hasattr(model, "encode"):
             raise FineGrainError(f"cannot encode with {type(model).__name__}: it has no encode()")
         self.mteb_model_meta = self._model_meta(model)
-        self.layer = self._check_layer(layer) if layer is not None else self.layers[-1]
+        self.layer = self.check_layer(layer) if layer is not None else self.layers[-1]
 
     # -- what the model offers -------------------------------------------------------------
     @property
@@ -120,7 +120,8 @@ class LayerEncoder(AbsEncoder):
             return [-1]
         return list(range(self._transformer.config.num_hidden_layers + 1))
 
-    def _check_layer(self, layer: int) -> int:
+    def check_layer(self, layer: int) -> int:
+        """Return ``layer`` if this model has it, else raise a FineGrainError naming the valid range."""
         if layer not in self.layers:
             raise FineGrainError(
                 f"layer {layer} is out of range for {self.model_name}: "
@@ -135,7 +136,7 @@ class LayerEncoder(AbsEncoder):
     def with_layer(self, layer: int) -> LayerEncoder:
         """A copy that shares the model and returns ``layer`` from :meth:`encode`."""
         clone = copy.copy(self)
-        clone.layer = clone._check_layer(layer)
+        clone.layer = clone.check_layer(layer)
         return clone
 
     def _model_meta(self, model: Any) -> ModelMeta:

@@ -67,7 +67,7 @@ def resolve_layers(encoder: LayerEncoder, protocol: Protocol) -> list[int]:
     """The layers to score: all of the encoder's, or the protocol's after a range check."""
     if protocol.layers is None:
         return encoder.layers
-    return [encoder._check_layer(layer) for layer in protocol.layers]
+    return [encoder.check_layer(layer) for layer in protocol.layers]
 
 
 def score_stage(
@@ -113,7 +113,7 @@ def score_stage(
     records: list[dict] = []
     validation: dict[int, float] = {}
     for k, layer in enumerate(tqdm(layers, desc=f"Scoring layers ({stage})", disable=not show_progress_bar)):
-        unit = _normalise(eval_x[k])  # k-means on cosine geometry; probes see raw embeddings
+        unit = _normalise(eval_x[k])  # k-means on cosine geometry; the probes standardise their own inputs
         clustering = clustering_scores(unit, data.evaluation.fine, protocol.clustering_seed_list)
         for metric, values in clustering.items():
             records.append(_record(stage, layer, metric, values))

@@ -6,7 +6,7 @@ between results that carry the same version.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from mteb_finegrain.errors import FineGrainError
 
@@ -124,6 +124,3 @@ class Protocol:
         settings["clustering_seed_list"] = self.clustering_seed_list
         settings["probe_seed_list"] = self.probe_seed_list
         return settings
-
-    def with_changes(self, **changes) -> Protocol:
-        return replace(self, **changes)

@@ -81,7 +81,7 @@ def truncated_body(encoder: LayerEncoder, layer: int, pooling: str) -> SentenceT
 
     if not encoder.has_hidden_states:
         raise FineGrainError(f"setfit mode needs a transformer with hidden states; {encoder.model_name} has none")
-    encoder._check_layer(layer)
+    encoder.check_layer(layer)
     n_layers = encoder.layers[-1]
     module = copy.deepcopy(encoder.sentence_transformer[0])
     model = module.auto_model
@@ -271,7 +271,7 @@ def setfit_records(
     if not encoder.has_hidden_states:
         raise FineGrainError(f"setfit mode needs a transformer with hidden states; {encoder.model_name} has none")
     settings = protocol.setfit
-    layers = sorted({encoder._check_layer(selected_layer), encoder.layers[-1]})
+    layers = sorted({encoder.check_layer(selected_layer), encoder.layers[-1]})
     seeds = [protocol.seed + i for i in range(settings.seeds)]
     pool = data.fewshot_pool
     samples = {seed: fewshot_indices(pool.fine, [settings.shots], seed)[settings.shots] for seed in seeds}
