@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 import sys
@@ -90,18 +91,29 @@ def local_model_meta(path: str | os.PathLike, revision: str | None = None):
             "loader": functools.partial(_load_local_model, str(folder)),
             "framework": ["Sentence Transformers", "PyTorch"],
             "reference": folder.as_uri(),
+            "n_parameters": _count_parameters(folder),
         }
     )
+
+
+def _count_parameters(folder: Path) -> int | None:
+    """Parameters in the folder's safetensors files, read from their headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(file), framework="np") as handle:
+            for name in handle.keys():
+                total += math.prod(handle.get_slice(name).get_shape())
+    return total or None
 
 
 def _load_local_model(folder: str, model_name: str | None = None, revision: str | None = None, device: str | None = None, **kwargs):
     from mteb.models import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(folder, device=device, local_files_only=True)
-    wrapper = SentenceTransformerEncoderWrapper(model)
-    n_parameters = sum(p.numel() for p in model.parameters())
-    wrapper.mteb_model_meta = local_model_meta(folder, revision).model_copy(update={"n_parameters": n_parameters})
+    wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(folder, device=device, local_files_only=True))
+    wrapper.mteb_model_meta = local_model_meta(folder, revision)
     return wrapper
 
 
