@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from mteb_finegrain.errors import FineGrainError
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 STAGES = ("pretrained", "coarse_tuned")
 FEWSHOT_MODES = ("probe", "setfit")
 
@@ -38,16 +38,19 @@ class SetFitSettings:
     """SetFit contrastive fine-tuning of the encoder truncated after a layer.
 
     ``num_iterations`` pairs per example and side are generated; training stops after
-    ``max_steps`` steps of ``batch_size`` pairs (-1: no limit). The step cap keeps TREC with a
-    6-layer MiniLM (2 layers x 3 seeds) near 10 minutes on a 2-core CPU (~1.5 minutes a run).
+    ``max_steps`` steps of ``batch_size`` pairs (-1: no limit). The step cap keeps a SetFit run
+    of TREC with a 6-layer MiniLM (2 layers x 3 seeds x 2 stages) under 15 minutes on a 2-core
+    CPU (under a minute a training). Protocol 1.1 halved the cap of 1.0 (120 steps at lr 2e-5)
+    and doubled the learning rate, chosen on TREC's validation split: MiniLM layer 6, seeds
+    42-44, validation accuracy 0.670 vs 0.676 at half the time (60 steps at 2e-5: 0.588).
     """
 
     shots: int = 8
     seeds: int = 3
     num_iterations: int = 3
-    max_steps: int = 120
+    max_steps: int = 60
     batch_size: int = 16
-    learning_rate: float = 2e-5
+    learning_rate: float = 4e-5
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 from leaderboard_fixtures import XSS_NAME, edit_results, fake_hash, tree_digest, write_submission
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.protocol import PROTOCOL_VERSION
 from mteb_finegrain.leaderboard import add_submission, build_leaderboard, cite_model
 from mteb_finegrain.leaderboard.cli import main as leaderboard_main
 from mteb_finegrain.leaderboard.html import json_for_script
@@ -82,13 +83,13 @@ def _no_revision(s):
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
-        (_protocol_09, "protocol_version is '0.9', the leaderboard accepts protocol 1.0"),
+        (_protocol_09, f"protocol_version is '0.9', the leaderboard accepts protocol {PROTOCOL_VERSION}"),
         (_drop_layer_3, "stage pretrained, layer 3 is missing"),
         (_score_17, "value 1.7 is out of range [0, 1]"),
         (_drop_coarse_tuned, "stage coarse_tuned is missing"),
         (_drop_one_shot, "stage pretrained, layer 2 lacks metric(s) probe_f1_macro@16"),
         (_bad_hash, "card.data 'md5:1234' is not a data hash"),
-        (_pooling_cls, 'settings.pooling is "cls" but protocol 1.0 uses "mean"'),
+        (_pooling_cls, f'settings.pooling is "cls" but protocol {PROTOCOL_VERSION} uses "mean"'),
         (_no_revision, "the results beside it name 'org/model-a' revision None"),
     ],
 )
@@ -205,7 +206,7 @@ def test_build_is_deterministic_and_escapes_names(tmp_path, board):
     assert "<img" not in readme and "&lt;img src=x onerror=alert(1)&gt;" in readme
     ranking = [line for line in readme.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [line.split(" | ")[1] for line in ranking] == ["&lt;img src=x onerror=alert(1)&gt;", "org/model-a", "solo/trec-only"]
-    assert "Protocol version **1.0**" in readme
+    assert f"Protocol version **{PROTOCOL_VERSION}**" in readme
     for key in ("@software{mteb_finegrain", "anjum-krestel-2024-finetuning", "li-roth-2002-learning", "larson-etal-2019-evaluation"):
         assert key in readme
 
@@ -251,7 +252,7 @@ def test_cite_prints_the_models_scores(tmp_path, board):
     _three_models(tmp_path, board)
     line = cite_model(board, "org/model-a")
     assert line.startswith("org/model-a (rev rev-a): FineGrainHidden main score 0.")
-    assert "(CLINC150 0." in line and ", TREC 0." in line and "protocol 1.0" in line
+    assert "(CLINC150 0." in line and ", TREC 0." in line and f"protocol {PROTOCOL_VERSION}" in line
     assert "[cite: mteb_finegrain; anjum-krestel-2024-finetuning;" in line
     with_bibtex = cite_model(board, "solo/trec-only", bibtex=True)
     assert "@inproceedings{li-roth-2002-learning" in with_bibtex

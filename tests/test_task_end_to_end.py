@@ -6,6 +6,7 @@ import mteb
 import pytest
 
 from mteb_finegrain.cards import load_card
+from mteb_finegrain.protocol import PROTOCOL_VERSION
 from mteb_finegrain.results import load_records, load_results
 from mteb_finegrain.task import make_task_class
 
@@ -26,7 +27,7 @@ def test_every_layer_stage_and_metric_is_written(finegrain_env, tiny_st, tmp_pat
     assert len(results) == 1
     scores = results[0].scores
     assert results[0].task == "FineGrainHiddenTiny"
-    assert scores["protocol_version"] == "1.0"
+    assert scores["protocol_version"] == PROTOCOL_VERSION
     assert scores["settings"]["probe_seed_list"] == [42, 43]
     assert scores["card"]["data"].startswith("sha256:")
     assert set(scores["selected_layer"]) == {"pretrained", "coarse_tuned"}

@@ -1,0 +1,56 @@
+"""The protocol version must change whenever a default changes (scores are compared by version)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+
+# sha256 (first 16 hex digits) of the default settings as results record them, per version.
+# Changing a default fails this test: bump PROTOCOL_VERSION, add its fingerprint here and say
+# what changed in README's protocol history.
+DEFAULTS_FINGERPRINT = {
+    "1.0": "872928a05b1cbac8",
+    "1.1": "a43fcd05ecd19924",
+}
+
+
+def _fingerprint(protocol: Protocol) -> str:
+    return hashlib.sha256(json.dumps(protocol.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_defaults_match_the_protocol_version():
+    assert PROTOCOL_VERSION in DEFAULTS_FINGERPRINT, f"no fingerprint recorded for protocol {PROTOCOL_VERSION}"
+    assert _fingerprint(Protocol()) == DEFAULTS_FINGERPRINT[PROTOCOL_VERSION], (
+        f"a default of protocol {PROTOCOL_VERSION} changed: bump PROTOCOL_VERSION"
+    )
+
+
+def test_each_version_has_its_own_defaults():
+    fingerprints = list(DEFAULTS_FINGERPRINT.values())
+    assert len(set(fingerprints)) == len(fingerprints)
+
+
+def test_a_changed_setting_changes_the_fingerprint():
+    import dataclasses
+
+    changed = Protocol(setfit=dataclasses.replace(Protocol().setfit, max_steps=Protocol().setfit.max_steps + 1))
+    assert _fingerprint(changed) != _fingerprint(Protocol())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stages": ("pretrained", "finetuned")}, "stages must be a non-empty subset"),
+        ({"pooling": "max"}, "pooling must be 'mean' or 'cls', got 'max'"),
+        ({"main_shots": 3}, "main_shots 3 must be one of shots"),
+        ({"probe_seeds": 0}, "probe_seeds must be a positive integer, got 0"),
+    ],
+)
+def test_invalid_settings_name_the_value(kwargs, message):
+    with pytest.raises(FineGrainError, match=message.replace("(", r"\(")):
+        Protocol(**kwargs)
