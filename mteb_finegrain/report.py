@@ -92,11 +92,12 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = sorted({r.model for r in results})
     for row, (task, task_results) in enumerate(sorted(by_task.items())):
+        lookups = [_lookup(result) for result in task_results]
+        layers = sorted({key[1] for values in lookups for key in values})
         for col, (metric, shots, label) in enumerate(panels):
             ax = axes[row][col]
-            for result in task_results:
+            for result, values in zip(task_results, lookups):
                 colour = colours[models.index(result.model) % len(colours)]
-                values = _lookup(result)
                 for stage in STAGE_ORDER:
                     points = sorted((k[1], v) for k, v in values.items() if k[0] == stage and k[2] == metric and k[3] == shots)
                     if not points:
@@ -112,7 +113,6 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
             ax.set_title(f"{task}: {label}", fontsize=10)
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_ylabel(label.split(" (")[0])
-            layers = sorted({k[1] for r in task_results for k in _lookup(r)})
             ax.set_xticks(layers)
             ax.set_xlim(layers[0] - 0.3, layers[-1] + 0.3 + 0.25 * len(layers))  # room for line labels
             ax.grid(alpha=0.3)

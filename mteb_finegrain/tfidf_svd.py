@@ -1,7 +1,7 @@
 """The TF-IDF + SVD control of the leaderboard, registered with mteb as ``mteb-finegrain/tfidf-svd``.
 
 Non-neural: TF-IDF + truncated SVD (latent semantic analysis), fitted on a fixed corpus. It has one
-"layer" (``-1``) and only the ``pretrained`` stage. Re-exported by :mod:`mteb_finegrain.reference`.
+"layer" (``-1``) and only the ``pretrained`` stage.
 """
 
 from __future__ import annotations

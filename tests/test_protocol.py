@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -36,8 +37,6 @@ def test_each_version_has_its_own_defaults():
 
 
 def test_a_changed_setting_changes_the_fingerprint():
-    import dataclasses
-
     changed = Protocol(setfit=dataclasses.replace(Protocol().setfit, max_steps=Protocol().setfit.max_steps + 1))
     assert _fingerprint(changed) != _fingerprint(Protocol())
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.reference import TFIDF_SVD_NAME, TfidfSvdEncoder, assemble_mpnet, main, random_init_copy
+from mteb_finegrain.reference import assemble_mpnet, main, random_init_copy
+from mteb_finegrain.tfidf_svd import TFIDF_SVD_NAME, TfidfSvdEncoder
 
 REPO = Path(__file__).resolve().parent.parent
 MAKE_ENTRY = REPO / "leaderboard" / "reference" / "make_entry.sh"
