@@ -32,7 +32,7 @@ def print_setfit_records(results_dir: str) -> None:
     from mteb_finegrain.results import load_results
 
     records = json_records(load_results(results_dir))
-    probe = {(r["stage"], r["layer"]): r["value"] for r in records if r["metric"] == "probe_accuracy" and r["shots"] == 8}
+    probe = {(r["stage"], r["layer"]): r["value"] for r in records if r["metric"] == "probe_accuracy" and r["shots"] == 8 and r["level"] in ("fine", None)}
     setfit = [r for r in records if r["metric"] == "setfit_accuracy"]
     if not setfit:
         raise SystemExit("the results hold no setfit_accuracy record")

@@ -29,10 +29,14 @@ def register_tasks() -> dict[str, type]:
     registry = sys.modules["mteb.get_tasks"]
 
     from mteb_finegrain.cards import discover_cards
+    from mteb_finegrain.data import has_packaged_data
     from mteb_finegrain.task import make_aggregate_class, make_task_class
 
     builtin, user = discover_cards()
-    classes = [make_aggregate_class(builtin)] if builtin else []
+    # FineGrainHidden holds the built-in cards whose data ships with the package, so that it runs
+    # on a fresh offline install; a card whose data may not be redistributed stays a task of its own.
+    shipped = [card for card in builtin if has_packaged_data(card)]
+    classes = [make_aggregate_class(shipped)] if shipped else []
     classes += [make_task_class(card) for card in builtin + user]
     for cls in classes:
         name = cls.metadata.name

@@ -20,7 +20,7 @@ from mteb_finegrain.errors import FineGrainError
 TASK_PATH_ENV = "MTEB_FINEGRAIN_TASK_PATH"
 
 _REQUIRED = ("name", "description", "reference", "license", "citation", "columns", "splits")
-_OPTIONAL = ("local", "hub", "hierarchy", "version", "languages", "domains", "date")
+_OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "languages", "domains", "date")
 _SPLIT_ROLES_REQUIRED = ("coarse_train", "fewshot_pool", "evaluation")
 _SPLIT_ROLES = (*_SPLIT_ROLES_REQUIRED, "validation")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -38,9 +38,15 @@ class TaskCard:
         Role -> split name, for the roles ``coarse_train``, ``fewshot_pool``, ``evaluation`` and
         optionally ``validation``.
     columns : dict
-        ``text``, ``fine`` and (unless ``hierarchy`` is given) ``coarse`` column names.
+        ``text`` and, for a two-level card, ``fine`` and (unless ``hierarchy`` is given)
+        ``coarse`` column names.
+    levels : tuple of (str, str)
+        ``(level name, column)`` from the coarsest to the finest level. A two-level card without
+        a ``levels:`` key has ``(("coarse", <coarse column>), ("fine", <fine column>))``.
     hierarchy : dict or None
-        Fine label -> coarse label, for sources without a coarse column.
+        Fine label -> coarse label, for two-level sources without a coarse column.
+    download : str or None
+        How to obtain the data when it is not shipped (printed when no source has it).
     version : str
         Card version, reported in the results; bump it when the data or splits change.
     """
@@ -56,10 +62,17 @@ class TaskCard:
     local: str | None = None
     hub: dict[str, str] | None = None
     hierarchy: dict[str, str] | None = None
+    levels: tuple[tuple[str, str], ...] = ()
+    download: str | None = None
     version: str = "1"
     languages: list[str] = field(default_factory=lambda: ["eng-Latn"])
     domains: list[str] | None = None
     date: tuple[str, str] | None = None
+
+    @property
+    def level_names(self) -> list[str]:
+        """Level names, coarsest first (``["coarse", "fine"]`` for a plain two-level card)."""
+        return [name for name, _ in self.levels]
 
     @property
     def task_name(self) -> str:
@@ -78,6 +91,46 @@ def _mapping(raw: dict, key: str, source: Path) -> dict[str, str]:
     ):
         raise _fail(source, f"'{key}' must be a mapping of strings to strings, got {value!r}")
     return dict(value)
+
+
+def _levels(value: Any, source: Path) -> tuple[tuple[str, str], ...]:
+    """``levels:`` as ``(name, column)`` pairs; an item is a column name or ``{name:, column:}``."""
+    if not isinstance(value, list):
+        raise _fail(source, f"'levels' must be a list of levels, coarsest first, got {value!r}")
+    levels = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item:
+            levels.append((item, item))
+        elif isinstance(item, dict) and set(item) == {"name", "column"} and all(isinstance(v, str) and v for v in item.values()):
+            levels.append((item["name"], item["column"]))
+        else:
+            raise _fail(source, f"'levels' item {i} must be a column name or {{name: ..., column: ...}}, got {item!r}")
+    if len(levels) < 2:
+        raise _fail(source, f"'levels' needs at least two levels (coarsest first), got {len(levels)}")
+    names = [name for name, _ in levels]
+    for label, values in (("name", names), ("column", [column for _, column in levels])):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise _fail(source, f"'levels': {label}(s) {', '.join(repeated)} used twice")
+    bad = [name for name in names if not _NAME_RE.match(name)]
+    if bad:
+        raise _fail(source, f"'levels': level name {bad[0]!r} must be an identifier like 'sentiment'")
+    return tuple(levels)
+
+
+def _hub(value: Any, source: Path) -> dict:
+    """``hub:`` with ``path``, ``revision`` and optional ``columns`` (the Hub copy's column names)."""
+    if not isinstance(value, dict):
+        raise _fail(source, f"'hub' must be a mapping with 'path' and 'revision', got {value!r}")
+    unknown = sorted(set(value) - {"path", "revision", "columns"})
+    if unknown:
+        raise _fail(source, f"'hub': unknown key(s) {', '.join(unknown)}; keys are path, revision, columns")
+    hub = {k: v for k, v in value.items() if k != "columns"}
+    if not all(isinstance(v, str) and v for v in hub.values()):
+        raise _fail(source, "'hub': 'path' and 'revision' must be non-empty strings")
+    if "columns" in value:
+        hub["columns"] = _mapping(value, "columns", source)
+    return hub
 
 
 def load_card(path: str | os.PathLike) -> TaskCard:
@@ -120,14 +173,22 @@ def load_card(path: str | os.PathLike) -> TaskCard:
             raise _fail(source, f"'{key}' must be a non-empty string")
 
     columns = _mapping(raw, "columns", source)
+    if "text" not in columns:
+        raise _fail(source, "'columns' needs text (the column holding the texts)")
     hierarchy = _mapping(raw, "hierarchy", source) if raw.get("hierarchy") is not None else None
-    needed = {"text", "fine"} | (set() if hierarchy else {"coarse"})
-    if needed - set(columns):
-        raise _fail(
-            source,
-            f"'columns' needs {', '.join(sorted(needed - set(columns)))} "
-            "(or a 'hierarchy:' mapping fine -> coarse instead of a coarse column)",
-        )
+    if raw.get("levels") is not None:
+        if hierarchy is not None:
+            raise _fail(source, "'hierarchy' maps fine -> coarse for two-level cards; a card with 'levels' reads every level from its own column")
+        levels = _levels(raw["levels"], source)
+    else:
+        needed = {"fine"} | (set() if hierarchy else {"coarse"})
+        if needed - set(columns):
+            raise _fail(
+                source,
+                f"'columns' needs {', '.join(sorted(needed - set(columns)))} "
+                "(or a 'hierarchy:' mapping fine -> coarse instead of a coarse column, or a 'levels:' list)",
+            )
+        levels = (("coarse", columns.get("coarse", "")), ("fine", columns["fine"]))
     splits = _mapping(raw, "splits", source)
     missing_roles = [r for r in _SPLIT_ROLES_REQUIRED if r not in splits]
     if missing_roles:
@@ -139,11 +200,14 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         raise _fail(source, "the evaluation split must differ from the few-shot and validation splits")
 
     local = raw.get("local")
-    hub = _mapping(raw, "hub", source) if raw.get("hub") is not None else None
+    hub = _hub(raw["hub"], source) if raw.get("hub") is not None else None
     if local is None and hub is None:
         raise _fail(source, "a card needs 'local' (folder under the data directory) or 'hub'")
     if hub is not None and not {"path", "revision"} <= set(hub):
         raise _fail(source, "'hub' needs both 'path' and 'revision'")
+    download = raw.get("download")
+    if download is not None and (not isinstance(download, str) or not download.strip()):
+        raise _fail(source, "'download' must be a non-empty string saying how to obtain the data")
     date = raw.get("date")
     return TaskCard(
         name=name,
@@ -157,6 +221,8 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         local=local,
         hub=hub,
         hierarchy=hierarchy,
+        levels=levels,
+        download=download.strip() if download else None,
         version=str(raw.get("version", "1")),
         languages=list(raw.get("languages", ["eng-Latn"])),
         domains=raw.get("domains"),

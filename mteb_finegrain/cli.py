@@ -46,6 +46,8 @@ def build_protocol(args: argparse.Namespace):
         changes["coarse_training"] = replace(protocol.coarse_training, epochs=args.epochs)
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
+    if args.train_level is not None:
+        changes["train_level"] = args.train_level
     return replace(protocol, **changes)
 
 
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
     run.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")
     run.add_argument("--epochs", type=int, help="coarse fine-tuning epochs (default 1)")
+    run.add_argument("--train-level", type=int, help="hierarchy level the coarse_tuned stage trains on: 0 = coarsest (default), 1 = next, -1 = finest")
     run.add_argument("--batch-size", type=int, help="encoding batch size (default 32)")
     run.add_argument("--output-folder", default="results", help="where results go (default results)")
     run.add_argument("--overwrite-strategy", default="only-missing", choices=["always", "never", "only-missing", "only-cache"])

@@ -1,7 +1,8 @@
 """Stage ``coarse_tuned``: fine-tune a copy of the model on coarse labels only, with a cache.
 
 A linear head on the mean-pooled (or CLS) output of the last layer is trained with cross-entropy
-on the card's ``coarse_train`` split; fine labels are never passed in. The tuned checkpoint is
+on the card's ``coarse_train`` split, with the labels of one level (by default the coarsest); the
+labels of the finer levels are never passed in. The tuned checkpoint is
 saved under the cache directory, keyed by everything that determines its weights, and reused.
 It is written to a temporary folder and renamed into place when complete, so an interrupted run
 never leaves a checkpoint that a later run would load.
@@ -47,6 +48,7 @@ def cache_dir() -> Path:
 def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str) -> dict:
     """Everything that determines the coarse-tuned weights."""
     return {
+        "train_level": protocol.train_level_name(card.level_names),
         "model": encoder.model_name,
         "model_revision": encoder.mteb_model_meta.revision,
         "card": card.name,
@@ -65,10 +67,10 @@ def _key_dir(key: dict) -> Path:
     return cache_dir() / "coarse_tuned" / f"{safe_model}-{key['card']}-{digest}"
 
 
-def split_hash(split: LabelledSplit) -> str:
-    """Hash of the texts and coarse labels only: the fine labels cannot change the checkpoint."""
+def split_hash(split: LabelledSplit, level: int = 0) -> str:
+    """Hash of the texts and the training level's labels only: no other label can change the checkpoint."""
     digest = hashlib.sha256()
-    for text, coarse in zip(split.texts, split.coarse):
+    for text, coarse in zip(split.texts, split.levels[level]):
         digest.update(text.encode() + b"\0" + coarse.encode() + b"\n")
     return digest.hexdigest()
 
@@ -128,21 +130,26 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     encoder : LayerEncoder
         The pretrained model (left unchanged).
     split : LabelledSplit
-        The card's ``coarse_train`` split; only its texts and coarse labels are used.
+        The card's ``coarse_train`` split; only its texts and the labels of the protocol's
+        ``train_level`` (default: the coarsest level) are used.
     card : TaskCard
     protocol : Protocol
     show_progress_bar : bool, default=True
     """
     from sentence_transformers import SentenceTransformer
 
-    key = checkpoint_key(encoder, card, protocol, split_hash(split))
+    level = protocol.train_level_name(card.level_names)
+    depth = card.level_names.index(level)
+    labels = split.levels[depth]
+    key = checkpoint_key(encoder, card, protocol, split_hash(split, depth))
     target = _key_dir(key)
     device = next(encoder.sentence_transformer.parameters()).device
     if (target / _COMPLETE).is_file():
         logger.info("Reusing coarse-tuned checkpoint %s", target)
         model = SentenceTransformer(str(target), device=str(device), local_files_only=True)
     else:
-        model = train_on_coarse(encoder, split.texts, split.coarse, protocol, show_progress_bar)
+        logger.info("Coarse fine-tuning on level %r (%d classes)", level, len(set(labels)))
+        model = train_on_coarse(encoder, split.texts, labels, protocol, show_progress_bar)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
         try:

@@ -1,15 +1,17 @@
-"""Loading and validating a card's data: local JSON Lines first, the Hugging Face Hub otherwise.
+"""Loading and validating a card's data: the data directory, the packaged copy, then the Hub.
 
-Every split is checked on load (columns present, texts non-empty, each fine label under exactly
-one coarse label, evaluation labels present in the few-shot pool). Nothing is silently dropped or
+Every split is checked on load (columns present, texts non-empty, each label under exactly one
+parent at every level, evaluation labels present in the few-shot pool). Nothing is silently dropped or
 relabelled: a problem is a ``FineGrainError`` naming the file and line.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +24,45 @@ from mteb_finegrain.errors import FineGrainError
 DATA_DIR_ENV = "MTEB_FINEGRAIN_DATA_DIR"
 # Share of each fine class carved from the few-shot pool when a card has no validation split.
 CARVED_VALIDATION_FRACTION = 0.1
+SPLIT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
 @dataclass
 class LabelledSplit:
-    """Texts with their coarse and fine labels; ``source`` says where they came from."""
+    """Texts with one label per hierarchy level (coarsest first); ``source`` says where from.
+
+    ``lines`` holds each row's line number in its file (row number for a Hub split), so that a
+    problem found after loading still names the line.
+    """
 
     texts: list[str]
-    coarse: list[str]
-    fine: list[str]
+    levels: list[list[str]]
     source: str
+    lines: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.lines is None:
+            self.lines = list(range(1, len(self.texts) + 1))
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def coarse(self) -> list[str]:
+        """Labels of the coarsest level."""
+        return self.levels[0]
+
+    @property
+    def fine(self) -> list[str]:
+        """Labels of the finest level."""
+        return self.levels[-1]
+
     def subset(self, indices, source: str) -> LabelledSplit:
         return LabelledSplit(
             [self.texts[i] for i in indices],
-            [self.coarse[i] for i in indices],
-            [self.fine[i] for i in indices],
+            [[labels[i] for i in indices] for labels in self.levels],
             source,
+            [self.lines[i] for i in indices],
         )
 
 
@@ -52,11 +73,16 @@ class CardData:
     Attributes
     ----------
     coarse_train, fewshot_pool, validation, evaluation : LabelledSplit
-    hierarchy : dict
-        Fine label -> coarse label over all splits.
+    level_names : list of str
+        Names of the hierarchy levels, coarsest first; ``LabelledSplit.levels`` follows it.
+    parents : list of dict
+        ``parents[i]`` maps each label of level ``i`` to its label at level ``i - 1``
+        (``parents[0]`` is empty).
     content_hash : str
-        ``sha256:`` of the split files read (or ``hub:<path>@<revision>``): the dataset revision
-        recorded in the results.
+        ``sha256:`` of the rows read (split name, text and every level's label): the same rows
+        give the same hash whatever the source (data directory, packaged copy, Hub).
+    source : str
+        Where the data came from: ``data directory``, ``packaged copy`` or ``hub``.
     validation_carved : bool
         True when validation was carved from the few-shot pool (card without a validation split).
     """
@@ -65,9 +91,16 @@ class CardData:
     fewshot_pool: LabelledSplit
     validation: LabelledSplit
     evaluation: LabelledSplit
-    hierarchy: dict[str, str]
+    level_names: list[str]
+    parents: list[dict[str, str]]
     content_hash: str
+    source: str
     validation_carved: bool
+
+    @property
+    def hierarchy(self) -> dict[str, str]:
+        """Finest label -> its parent one level up."""
+        return self.parents[-1]
 
 
 def data_dir() -> Path | None:
@@ -76,16 +109,38 @@ def data_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def _read_jsonl(path: Path, card: TaskCard, digest) -> LabelledSplit:
-    text_col, fine_col = card.columns["text"], card.columns["fine"]
-    coarse_col = card.columns.get("coarse")
-    texts, coarse, fine = [], [], []
+def packaged_data_dir() -> Path:
+    """Where the data of the redistributable built-in cards ships inside the package."""
+    return Path(__file__).parent / "datasets"
+
+
+def _split_file(folder: Path, split: str) -> Path | None:
+    """``<split>.jsonl`` or ``<split>.jsonl.gz`` in ``folder``; None when neither exists."""
+    found = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+    if len(found) > 1:
+        raise FineGrainError(f"{folder}: both {found[0].name} and {found[1].name} exist; keep one")
+    return found[0] if found else None
+
+
+def _read_jsonl(path: Path, card: TaskCard) -> LabelledSplit:
     try:
         raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        content = raw.decode("utf-8")
     except OSError as exc:
-        raise FineGrainError(f"{path}: cannot read split file ({exc.strerror})") from None
-    digest.update(path.name.encode() + b"\0" + raw)
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        raise FineGrainError(f"{path}: cannot read split file ({exc.strerror or exc})") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise FineGrainError(f"{path}: not a complete gzip file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise FineGrainError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    wanted = [card.columns["text"]] + [column for _, column in card.levels if column]
+    if card.hierarchy is not None:
+        wanted.append(card.columns["fine"])
+    rows = _RowCollector(card)
+    # JSON Lines ends lines with "\n" only: str.splitlines() would also split inside a text at
+    # characters such as U+2028 or a form feed, which JSON strings may hold unescaped.
+    for lineno, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -94,30 +149,53 @@ def _read_jsonl(path: Path, card: TaskCard, digest) -> LabelledSplit:
             raise FineGrainError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise FineGrainError(f"{path}:{lineno}: each line must be a JSON object")
-        wanted = [text_col, fine_col] + ([coarse_col] if card.hierarchy is None else [])
-        missing = [c for c in wanted if c not in row]
+        missing = [c for c in dict.fromkeys(wanted) if c not in row]
         if missing:
             raise FineGrainError(f"{path}:{lineno}: missing column(s) {', '.join(missing)}")
-        _append_row(row.get(text_col), row.get(fine_col), row.get(coarse_col), card, f"{path}:{lineno}", texts, coarse, fine)
-    if not texts:
+        rows.add(row.get, f"{path}:{lineno}", lineno)
+    if not rows.texts:
         raise FineGrainError(f"{path}: split file has no rows")
-    return LabelledSplit(texts, coarse, fine, str(path))
+    return rows.split(str(path))
 
 
-def _append_row(text, fine_label, coarse_label, card: TaskCard, where: str, texts, coarse, fine) -> None:
-    if not isinstance(text, str) or not text.strip():
-        raise FineGrainError(f"{where}: empty text")
-    if not isinstance(fine_label, str) or not fine_label:
-        raise FineGrainError(f"{where}: fine label must be a non-empty string, got {fine_label!r}")
-    if card.hierarchy is not None:
-        if fine_label not in card.hierarchy:
-            raise FineGrainError(f"{where}: fine label {fine_label!r} is not in the card's hierarchy ({card.source})")
-        coarse_label = card.hierarchy[fine_label]
-    elif not isinstance(coarse_label, str) or not coarse_label:
-        raise FineGrainError(f"{where}: coarse label must be a non-empty string, got {coarse_label!r}")
-    texts.append(text)
-    coarse.append(coarse_label)
-    fine.append(fine_label)
+class _RowCollector:
+    """Validates rows one at a time into texts and per-level labels."""
+
+    def __init__(self, card: TaskCard, columns: dict[str, str] | None = None) -> None:
+        self.card = card
+        rename = columns or {}
+        self.text_column = rename.get("text", card.columns["text"])
+        self.level_columns = [rename.get(name, column) for name, column in card.levels]
+        if card.hierarchy is not None:  # two-level card: coarse derived from the fine label
+            self.level_columns = ["", rename.get("fine", card.columns["fine"])]
+        self.texts: list[str] = []
+        self.levels: list[list[str]] = [[] for _ in card.levels]
+        self.lines: list[int] = []
+
+    def add(self, get, where: str, line: int) -> None:
+        text = get(self.text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise FineGrainError(f"{where}: empty text" if isinstance(text, str) or text is None else f"{where}: text must be a string, got {type(text).__name__}")
+        labels = []
+        for (name, _), column in zip(self.card.levels, self.level_columns):
+            if not column:
+                continue
+            label = get(column)
+            if not isinstance(label, str) or not label:
+                raise FineGrainError(f"{where}: {name} label (column {column!r}) must be a non-empty string, got {label!r}")
+            labels.append(label)
+        if self.card.hierarchy is not None:
+            fine = labels[-1]
+            if fine not in self.card.hierarchy:
+                raise FineGrainError(f"{where}: fine label {fine!r} is not in the card's hierarchy ({self.card.source})")
+            labels = [self.card.hierarchy[fine], fine]
+        self.texts.append(text)
+        for level, label in zip(self.levels, labels):
+            level.append(label)
+        self.lines.append(line)
+
+    def split(self, source: str) -> LabelledSplit:
+        return LabelledSplit(self.texts, self.levels, source, self.lines)
 
 
 def _load_hub_split(card: TaskCard, split: str) -> LabelledSplit:
@@ -127,39 +205,58 @@ def _load_hub_split(card: TaskCard, split: str) -> LabelledSplit:
     try:
         dataset = load_dataset(card.hub["path"], revision=card.hub["revision"], split=split)
     except Exception as exc:  # network, auth, missing split: one line, not a traceback
-        raise FineGrainError(f"{where}: cannot load ({exc})") from None
-    columns = [card.columns["text"], card.columns["fine"]] + ([card.columns["coarse"]] if card.hierarchy is None else [])
-    missing = [c for c in columns if c not in dataset.column_names]
+        raise FineGrainError(f"{where}: cannot load ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){_how_to_get(card)}") from None
+    rows = _RowCollector(card, card.hub.get("columns"))
+    wanted = [rows.text_column] + [c for c in rows.level_columns if c]
+    missing = [c for c in wanted if c not in dataset.column_names]
     if missing:
         raise FineGrainError(f"{where}: missing column(s) {', '.join(missing)}")
 
-    def column(name: str | None) -> list:
-        if name is None:
-            return [None] * len(dataset)
+    def column(name: str) -> list:
         values = dataset[name]
         feature = dataset.features[name]
-        return [feature.int2str(v) for v in values] if isinstance(feature, ClassLabel) else values
+        return [feature.int2str(v) for v in values] if isinstance(feature, ClassLabel) else list(values)
 
-    texts, coarse, fine = [], [], []
-    rows = zip(column(card.columns["text"]), column(card.columns["fine"]), column(card.columns.get("coarse")))
-    for i, (text, fine_label, coarse_label) in enumerate(rows):
-        _append_row(text, fine_label, coarse_label, card, f"{where} row {i}", texts, coarse, fine)
-    return LabelledSplit(texts, coarse, fine, where)
+    table = {name: column(name) for name in dict.fromkeys(wanted)}
+    for i in range(len(dataset)):
+        rows.add(lambda name, i=i: table[name][i], f"{where} row {i + 1}", i + 1)
+    return rows.split(where)
 
 
-def _check_hierarchy(splits: list[LabelledSplit]) -> dict[str, str]:
-    hierarchy: dict[str, str] = {}
-    first_seen: dict[str, str] = {}
+def _how_to_get(card: TaskCard) -> str:
+    return f". To get the data: {card.download}" if card.download else ""
+
+
+def _rows_hash(splits: dict[str, LabelledSplit]) -> str:
+    """Hash of the rows themselves, so that every source of the same rows agrees."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        split = splits[name]
+        digest.update(b"split\0" + name.encode() + b"\n")
+        for i, text in enumerate(split.texts):
+            digest.update(json.dumps([text, *(labels[i] for labels in split.levels)], ensure_ascii=False).encode() + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def _check_hierarchy(splits: list[LabelledSplit], level_names: list[str]) -> list[dict[str, str]]:
+    """``parents[i]``: level-i label -> level-(i-1) label; a label under two parents is an error."""
+    parents: list[dict[str, str]] = [{} for _ in level_names]
+    first_seen: list[dict[str, str]] = [{} for _ in level_names]
     for split in splits:
-        for i, (coarse, fine) in enumerate(zip(split.coarse, split.fine)):
-            if fine not in hierarchy:
-                hierarchy[fine], first_seen[fine] = coarse, f"{split.source} row {i + 1}"
-            elif hierarchy[fine] != coarse:
-                raise FineGrainError(
-                    f"{split.source} row {i + 1}: fine label {fine!r} is under coarse label {coarse!r}, "
-                    f"but under {hierarchy[fine]!r} at {first_seen[fine]}; each fine label needs exactly one coarse label"
-                )
-    return hierarchy
+        for i in range(len(split)):
+            for depth in range(1, len(level_names)):
+                child, parent = split.levels[depth][i], split.levels[depth - 1][i]
+                known = parents[depth].get(child)
+                if known is None:
+                    parents[depth][child] = parent
+                    first_seen[depth][child] = f"{split.source}:{split.lines[i]}"
+                elif known != parent:
+                    raise FineGrainError(
+                        f"{split.source}:{split.lines[i]}: {level_names[depth]} label {child!r} is under "
+                        f"{level_names[depth - 1]} label {parent!r}, but under {known!r} at {first_seen[depth][child]}; "
+                        f"each {level_names[depth]} label needs exactly one {level_names[depth - 1]} label"
+                    )
+    return parents
 
 
 def carve_validation(pool: LabelledSplit, seed: int) -> tuple[LabelledSplit, LabelledSplit]:
@@ -186,43 +283,61 @@ def carve_validation(pool: LabelledSplit, seed: int) -> tuple[LabelledSplit, Lab
     )
 
 
+def _local_folder(card: TaskCard) -> tuple[Path, str] | None:
+    """The first folder holding this card's split files: the data directory, then the package."""
+    if not card.local:
+        return None
+    root = data_dir()
+    if root is not None:
+        if not root.is_dir():
+            raise FineGrainError(f"{DATA_DIR_ENV}={root}: data directory does not exist")
+        if (root / card.local).is_dir():
+            return root / card.local, "data directory"
+    packaged = packaged_data_dir() / card.local
+    if packaged.is_dir():
+        return packaged, "packaged copy"
+    return None
+
+
+def has_packaged_data(card: TaskCard) -> bool:
+    """Whether the card's data ships inside the package (so it runs offline, anywhere)."""
+    return bool(card.local) and (packaged_data_dir() / card.local).is_dir()
+
+
 def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
     """Load, validate and arrange the splits of ``card``.
 
-    ``MTEB_FINEGRAIN_DATA_DIR/<local>/<split>.jsonl`` takes precedence; without it the card's
-    ``hub`` entry is used.
+    Sources, first match wins: ``MTEB_FINEGRAIN_DATA_DIR/<local>/<split>.jsonl[.gz]``, the copy
+    packaged with mteb-finegrain (redistributable datasets only), the card's ``hub`` entry.
 
     Raises
     ------
     FineGrainError
-        On a missing data directory, file, split or column, an empty text, a fine label under two
-        coarse labels, or evaluation fine labels missing from the few-shot pool.
+        On a missing data directory, file, split or column, an empty text, a label under two
+        parents at any level, or evaluation fine labels missing from the few-shot pool.
     """
     roles = card.splits
     wanted = sorted(set(roles.values()))
-    root = data_dir()
-    if root is not None and not root.is_dir():
-        raise FineGrainError(f"{DATA_DIR_ENV}={root}: data directory does not exist")
-    local_dir = root / card.local if root is not None and card.local else None
+    local = _local_folder(card)
     loaded: dict[str, LabelledSplit] = {}
-    if local_dir is not None and (local_dir.is_dir() or card.hub is None):
-        digest = hashlib.sha256()
+    if local is not None:
+        folder, source = local
         for split in wanted:
-            path = local_dir / f"{split}.jsonl"
-            if not path.is_file():
-                raise FineGrainError(f"{path}: split file not found (card {card.source} needs split {split!r})")
-            loaded[split] = _read_jsonl(path, card, digest)
-        content_hash = "sha256:" + digest.hexdigest()
+            path = _split_file(folder, split)
+            if path is None:
+                raise FineGrainError(f"{folder / split}.jsonl: split file not found (card {card.source} needs split {split!r}; .jsonl or .jsonl.gz)")
+            loaded[split] = _read_jsonl(path, card)
     elif card.hub is not None:
+        source = "hub"
         loaded = {split: _load_hub_split(card, split) for split in wanted}
-        content_hash = f"hub:{card.hub['path']}@{card.hub['revision']}"
     else:
+        where = f"'{card.local}/<split>.jsonl'" if card.local else "its split files"
         raise FineGrainError(
-            f"{card.source}: no data for {card.task_name}: set {DATA_DIR_ENV} to a directory "
-            f"holding '{card.local}/<split>.jsonl' (the card has no 'hub' entry)"
+            f"{card.source}: no data for {card.task_name}: it is not packaged with mteb-finegrain and the card has "
+            f"no 'hub' entry; set {DATA_DIR_ENV} to a directory holding {where}{_how_to_get(card)}"
         )
 
-    hierarchy = _check_hierarchy([loaded[s] for s in wanted])
+    parents = _check_hierarchy([loaded[s] for s in wanted], card.level_names)
     pool, coarse_train = loaded[roles["fewshot_pool"]], loaded[roles["coarse_train"]]
     carved = "validation" not in roles
     if carved:
@@ -239,5 +354,4 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
             f"{evaluation.source}: {len(absent)} fine label(s) of the evaluation split never occur "
             f"in the few-shot pool {pool.source}: {shown}"
         )
-    return CardData(coarse_train, pool, validation, evaluation, hierarchy, content_hash, carved)
-
+    return CardData(coarse_train, pool, validation, evaluation, card.level_names, parents, _rows_hash(loaded), source, carved)

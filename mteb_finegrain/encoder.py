@@ -153,6 +153,24 @@ class LayerEncoder(AbsEncoder):
             return meta
         return ModelMeta.create_empty(overwrites={"name": type(model).__name__})
 
+    @property
+    def max_length(self) -> int | None:
+        """Tokens per text that encoding keeps (the model's ``max_seq_length``); None without hidden states."""
+        return self.sentence_transformer.max_seq_length if self.has_hidden_states else None
+
+    def truncation(self, texts: Sequence[str]) -> dict:
+        """How many of ``texts`` are longer than the tokens encoding keeps.
+
+        Returns ``{"max_length", "texts", "truncated"}``; ``truncated`` is None for a model
+        without hidden states (its tokenizer is not ours to see).
+        """
+        texts = list(texts)
+        out = {"max_length": self.max_length, "texts": len(texts), "truncated": None}
+        if self.has_hidden_states:
+            ids = self.sentence_transformer.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+            out["truncated"] = sum(len(row) > self.max_length for row in ids)
+        return out
+
     # -- encoding ------------------------------------------------------------------------------
     def encode_layers(self, texts: Sequence[str], **encode_context: Any) -> np.ndarray:
         """Pooled embeddings of every layer in one pass.

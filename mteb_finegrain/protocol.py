@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 from mteb_finegrain.errors import FineGrainError
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "2.0"
 STAGES = ("pretrained", "coarse_tuned")
 FEWSHOT_MODES = ("probe", "setfit")
 
 MAIN_SCORE_DEFINITION = (
-    "probe_accuracy with {shots} examples per fine class, on the evaluation split, at the layer "
-    "with the best {shots}-shot probe accuracy on the validation split, of stage '{stage}' "
-    "(coarse_tuned when it was run, else pretrained)"
+    "probe_accuracy at the finest level with {shots} examples per class, on the evaluation split, "
+    "at the layer with the best {shots}-shot finest-level probe accuracy on the validation split, "
+    "of stage '{stage}' (coarse_tuned when it was run, else pretrained)"
 )
 
 
@@ -70,6 +70,9 @@ class Protocol:
         Examples per fine class for the probe.
     main_shots : int
         Shots of the main score and of the validation-based layer choice.
+    train_level : int
+        The hierarchy level the ``coarse_tuned`` stage is trained on: 0 is the coarsest level of
+        the card, 1 the next one, ...; negative counts from the finest (-1).
     """
 
     seed: int = 42
@@ -82,6 +85,7 @@ class Protocol:
     main_shots: int = 8
     fewshot: str = "probe"
     batch_size: int = 32
+    train_level: int = 0
     coarse_training: CoarseTraining = field(default_factory=CoarseTraining)
     setfit: SetFitSettings = field(default_factory=SetFitSettings)
 
@@ -101,6 +105,8 @@ class Protocol:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise FineGrainError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.train_level, int) or isinstance(self.train_level, bool):
+            raise FineGrainError(f"train_level must be an integer level index (0 = coarsest), got {self.train_level!r}")
         if self.coarse_training.epochs < 1:
             raise FineGrainError(f"epochs must be at least 1, got {self.coarse_training.epochs}")
 
@@ -115,6 +121,15 @@ class Protocol:
     @property
     def main_stage(self) -> str:
         return "coarse_tuned" if "coarse_tuned" in self.stages else "pretrained"
+
+    def train_level_name(self, level_names: list[str]) -> str:
+        """The name of the level the coarse_tuned stage trains on, for a card with these levels."""
+        if not -len(level_names) <= self.train_level < len(level_names):
+            raise FineGrainError(
+                f"train_level {self.train_level} is out of range for a card with {len(level_names)} levels "
+                f"({', '.join(level_names)}): use 0..{len(level_names) - 1} (0 = coarsest) or -1 (finest)"
+            )
+        return level_names[self.train_level]
 
     def main_score_definition(self) -> str:
         return MAIN_SCORE_DEFINITION.format(shots=self.main_shots, stage=self.main_stage)

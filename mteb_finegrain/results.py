@@ -14,7 +14,26 @@ from pathlib import Path
 from mteb_finegrain.errors import FineGrainError
 
 TASK_PREFIX = "FineGrainHidden"
-RECORD_FIELDS = ("task", "subset", "model", "revision", "stage", "layer", "metric", "shots", "value", "std")
+RECORD_FIELDS = ("task", "subset", "model", "revision", "stage", "level", "layer", "metric", "shots", "value", "std")
+# What identifies one score inside a subset's ``records``.
+RECORD_KEY = ("stage", "level", "layer", "metric", "shots")
+
+
+def record_key(record: dict) -> tuple:
+    """``(stage, level, layer, metric, shots)`` of one record (level None before protocol 2)."""
+    return tuple(record.get(k) for k in RECORD_KEY)
+
+
+def records_by_key(records: list[dict]) -> dict[tuple, float]:
+    """``(stage, level, layer, metric, shots) -> value`` for a subset's records."""
+    return {record_key(r): r["value"] for r in records}
+
+
+def level_names(scores: dict) -> list:
+    """The card's levels, coarsest first, as a result records them (``[None]`` before protocol 2)."""
+    card = scores.get("card") if isinstance(scores.get("card"), dict) else {}
+    levels = card.get("levels")
+    return list(levels) if isinstance(levels, list) and levels else [None]
 
 
 @dataclass
@@ -31,9 +50,18 @@ class SubsetResult:
     scores: dict
 
     def records(self) -> list[dict]:
-        """Flat records ``{task, subset, model, revision, stage, layer, metric, shots, value, std}``."""
+        """Flat records ``{task, subset, model, revision, stage, level, layer, metric, shots, value, std}``."""
         base = {"task": self.task, "subset": self.subset, "model": self.model, "revision": self.revision}
-        return [{**base, **{k: r.get(k) for k in ("stage", "layer", "metric", "shots", "value", "std")}} for r in self.scores.get("records", [])]
+        return [{**base, **{k: r.get(k) for k in (*RECORD_KEY, "value", "std")}} for r in self.scores.get("records", [])]
+
+    @property
+    def levels(self) -> list:
+        """Level names, coarsest first (``[None]`` for results of protocol 1)."""
+        return level_names(self.scores)
+
+    def lookup(self) -> dict[tuple, float]:
+        """``(stage, level, layer, metric, shots) -> value``."""
+        return records_by_key(self.scores.get("records", []))
 
 
 def _model_of(result_file: Path, scores: dict) -> tuple[str, str | None]:

@@ -73,6 +73,7 @@ class AbsTaskFineGrainHidden(AbsTask):
                     "num_samples": len(part),
                     "num_fine_labels": len(set(part.fine)),
                     "num_coarse_labels": len(set(part.coarse)),
+                    "num_labels_per_level": {name: len(set(labels)) for name, labels in zip(data.level_names, part.levels)},
                     "average_text_length": sum(map(len, part.texts)) / len(part),
                 }
         return stats
@@ -86,6 +87,7 @@ class AbsTaskFineGrainHidden(AbsTask):
         else:
             encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
         resolve_layers(encoder, protocol)  # a layer out of range fails before any work
+        train_level = protocol.train_level_name(data_split.level_names)  # likewise a level out of range
         # A model fitted on a fixed corpus (the TF-IDF + SVD control) learns its space from this
         # card's coarse_train texts (texts only, never labels), once, so that the evaluation,
         # validation and few-shot texts are all encoded in the same space.
@@ -113,7 +115,7 @@ class AbsTaskFineGrainHidden(AbsTask):
         main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
         main = next(
             r["value"] for r in records
-            if r["stage"] == main_stage and r["layer"] == selected[main_stage]
+            if r["stage"] == main_stage and r["level"] == data_split.level_names[-1] and r["layer"] == selected[main_stage]
             and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots
         )
         return {
@@ -124,6 +126,9 @@ class AbsTaskFineGrainHidden(AbsTask):
                 "name": card.name,
                 "version": card.version,
                 "data": data_split.content_hash,
+                "data_source": data_split.source,
+                "levels": data_split.level_names,
+                "classes_per_level": {name: len(set(labels)) for name, labels in zip(data_split.level_names, data_split.evaluation.levels)},
                 "validation": "carved from few-shot pool" if data_split.validation_carved else card.splits["validation"],
                 "sizes": {
                     "coarse_train": len(data_split.coarse_train),
@@ -133,6 +138,12 @@ class AbsTaskFineGrainHidden(AbsTask):
                 },
                 "fine_classes": len(set(data_split.evaluation.fine)),
                 "coarse_classes": len(set(data_split.evaluation.coarse)),
+            },
+            "coarse_training_level": train_level if "coarse_tuned" in selected else None,
+            # Tokens kept per text when encoding (the model's limit) and in coarse training.
+            "truncation": {
+                "evaluation": encoder.truncation(data_split.evaluation.texts),
+                "coarse_training_max_length": protocol.coarse_training.max_length,
             },
             "model": {
                 "name": encoder.model_name,

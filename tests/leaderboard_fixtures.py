@@ -7,6 +7,7 @@ test tampers with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -24,6 +25,21 @@ def fake_hash(card: str) -> str:
     return "sha256:" + hashlib.sha256(card.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def card_hash(card: str) -> str:
+    """The real data hash of a built-in card whose data is packaged (the validator compares it),
+    else a fake one."""
+    from mteb_finegrain.cards import discover_cards
+    from mteb_finegrain.data import _local_folder, has_packaged_data, load_card_data
+
+    builtin = {c.name: c for c in discover_cards()[0]}
+    if card in builtin and has_packaged_data(builtin[card]):
+        folder = _local_folder(builtin[card])
+        assert folder is not None and folder[1] == "packaged copy", "unset MTEB_FINEGRAIN_DATA_DIR for leaderboard fixtures"
+        return load_card_data(builtin[card]).content_hash
+    return fake_hash(card)
+
+
 def _curve(quality: float, layer: int, n_layers: int, offset: float) -> float:
     # A hump peaking two thirds of the way up the layers: the shape real models show.
     peak = 2 * (n_layers - 1) / 3
@@ -33,7 +49,7 @@ def _curve(quality: float, layer: int, n_layers: int, offset: float) -> float:
 
 def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, quality: float = 0.6,
                   subset: str = "default", data_hash: str | None = None, card_version: str = "1",
-                  hidden_states: bool = True) -> dict:
+                  hidden_states: bool = True, levels: tuple[str, ...] = ("coarse", "fine")) -> dict:
     """One subset's scores as the FineGrainHidden task writes them (both stages, every layer).
 
     ``hidden_states=False``: a model scored on its final embedding only (layer -1), pretrained
@@ -46,25 +62,28 @@ def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, qu
     for stage in stages:
         gain = 0.03 if stage == "coarse_tuned" else 0.0
         for layer in layers:
-            base = _curve(quality, layer, n_layers, gain)
-            for i, metric in enumerate(CLUSTERING):
-                records.append({"stage": stage, "layer": layer, "metric": metric, "shots": None,
-                                "value": round(base * (0.9 - 0.05 * i), 6), "std": 0.01})
-            for shots in protocol.shots:
-                for i, metric in enumerate(PROBE):
-                    value = round(base * (0.7 + 0.05 * math.log2(shots)) - 0.02 * i, 6)
-                    records.append({"stage": stage, "layer": layer, "metric": metric, "shots": shots, "value": value, "std": 0.02})
+            for depth, level in enumerate(levels):
+                base = _curve(quality, layer, n_layers, gain) + 0.02 * (len(levels) - 1 - depth)  # coarser is easier
+                for i, metric in enumerate(CLUSTERING):
+                    if depth == 0 and metric == "within_coarse_v_measure":
+                        continue  # the coarsest level has no parent
+                    records.append({"stage": stage, "level": level, "layer": layer, "metric": metric, "shots": None,
+                                    "value": round(base * (0.9 - 0.05 * i), 6), "std": 0.01})
+                for shots in protocol.shots:
+                    for i, metric in enumerate(PROBE):
+                        value = round(base * (0.7 + 0.05 * math.log2(shots)) - 0.02 * i, 6)
+                        records.append({"stage": stage, "level": level, "layer": layer, "metric": metric, "shots": shots, "value": value, "std": 0.02})
         validation[stage] = {str(layer): round(_curve(quality, layer, n_layers, gain) - 0.01, 6) for layer in layers}
         selected[stage] = max(layers, key=lambda layer: (validation[stage][str(layer)], -layer))
     main = next(r["value"] for r in records if r["stage"] == stages[-1] and r["layer"] == selected[stages[-1]]
-                and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots)
+                and r["level"] == levels[-1] and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots)
     return {
         "selected_layer_probe_accuracy": main,
         "main_score_definition": protocol.main_score_definition(),
         "protocol_version": PROTOCOL_VERSION,
-        "card": {"name": card, "version": card_version, "data": data_hash or fake_hash(card), "validation": "validation",
+        "card": {"name": card, "version": card_version, "data": data_hash or card_hash(card), "validation": "validation",
                  "sizes": {"coarse_train": 100, "fewshot_pool": 100, "validation": 20, "evaluation": 40},
-                 "fine_classes": 10, "coarse_classes": 3},
+                 "fine_classes": 10, "coarse_classes": 3, "levels": list(levels)},
         "model": {"name": model, "revision": revision, "layers": layers, "hidden_states": hidden_states,
                   "note": None if hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)"},
         "settings": protocol.to_dict(),

@@ -11,10 +11,13 @@ from conftest import CARD, make_rows, write_jsonl
 
 def test_builtin_cards_load():
     builtin, _ = discover_cards()
-    assert {c.name for c in builtin} == {"TREC", "CLINC150"}
+    assert {c.name for c in builtin} == {"TREC", "CLINC150", "MASSIVE", "GoEmotions", "TwentyNewsgroups"}
     trec = next(c for c in builtin if c.name == "TREC")
     assert trec.splits == {"coarse_train": "train", "fewshot_pool": "train", "evaluation": "test"}
+    assert trec.level_names == ["coarse", "fine"]
     assert "@inproceedings" in trec.citation
+    goemotions = next(c for c in builtin if c.name == "GoEmotions")
+    assert goemotions.levels == (("sentiment", "l1"), ("ekman", "l2"), ("emotion", "l3"))
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,8 @@ def test_load_local_data(finegrain_env, monkeypatch):
     assert data.validation_carved
     assert len(data.evaluation) == 32
     assert data.hierarchy == {"ant": "animal", "bee": "animal", "oak": "plant", "elm": "plant"}
+    assert data.level_names == ["coarse", "fine"]
+    assert data.source == "data directory"
     assert data.content_hash.startswith("sha256:")
     # validation is carved out of the pool (and out of coarse training: same split)
     assert len(data.fewshot_pool) + len(data.validation) == 80
@@ -50,7 +55,7 @@ def test_load_local_data(finegrain_env, monkeypatch):
 def test_carved_validation_is_stratified_disjoint_and_seeded(finegrain_env):
     data = load_card_data(load_card(finegrain_env["card"]))
     pool = data.fewshot_pool
-    merged = type(pool)(pool.texts + data.validation.texts, pool.coarse + data.validation.coarse, pool.fine + data.validation.fine, "x")
+    merged = type(pool)(pool.texts + data.validation.texts, [pool.coarse + data.validation.coarse, pool.fine + data.validation.fine], "x")
     a_pool, a_val = carve_validation(merged, seed=3)
     b_pool, b_val = carve_validation(merged, seed=3)
     assert a_val.texts == b_val.texts
@@ -88,11 +93,22 @@ def test_missing_column_names_file_and_line(finegrain_env):
     assert "train.jsonl:3: missing column(s) fine" in _data_error(finegrain_env, rows_train=_jsonl(rows))
 
 
+def test_a_text_may_hold_line_separators_other_than_newline(finegrain_env):
+    # JSON allows U+2028 and U+0085 unescaped inside strings; str.splitlines() would cut there.
+    rows = make_rows(3, seed=1)
+    rows[0]["text"] += " \u2028 \x85 end"
+    raw = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert "\u2028" in raw and "\x85" in raw
+    (finegrain_env["data_dir"] / "tiny" / "train.jsonl").write_text(raw, encoding="utf-8")
+    data = load_card_data(load_card(finegrain_env["card"]))
+    assert any("\u2028" in t and "\x85" in t for t in data.fewshot_pool.texts + data.validation.texts)
+
+
 def test_fine_label_under_two_coarse_labels(finegrain_env):
     rows = make_rows(3, seed=1)
     rows[6] = {"text": "ant0 ant1", "coarse": "plant", "fine": "ant"}
     message = _data_error(finegrain_env, rows_train=_jsonl(rows))
-    assert "fine label 'ant'" in message and "exactly one coarse label" in message and "train.jsonl" in message
+    assert "fine label 'ant'" in message and "exactly one coarse label" in message and "train.jsonl:7" in message
 
 
 def test_evaluation_label_missing_from_pool(finegrain_env):
@@ -141,6 +157,11 @@ def test_hub_loading_path_converts_class_labels(tmp_path, monkeypatch):
     card.write_text(CARD.format(name="Hub", local="hub") + "hub: {path: org/tiny, revision: abc123}\n")
     loaded = load_card_data(load_card(card))
     assert ("org/tiny", "abc123", "test") in calls
-    assert loaded.content_hash == "hub:org/tiny@abc123"
     assert set(loaded.evaluation.fine) == {"ant", "bee", "elm", "oak"}
+    assert loaded.source == "hub"
     assert data_module.data_dir() is None
+    # The same rows from a local folder give the same data hash.
+    write_jsonl(tmp_path / "d" / "hub" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "d" / "hub" / "test.jsonl", rows)
+    monkeypatch.setenv("MTEB_FINEGRAIN_DATA_DIR", str(tmp_path / "d"))
+    assert load_card_data(load_card(card)).content_hash == loaded.content_hash

@@ -21,7 +21,7 @@ def test_fine_labels_never_reach_training(finegrain_env, tiny_st, tmp_path, monk
     split = load_card_data(card).coarse_train
     shuffled = list(split.fine)
     random.Random(0).shuffle(shuffled)
-    permuted = LabelledSplit(split.texts, split.coarse, shuffled, split.source)
+    permuted = LabelledSplit(split.texts, [split.coarse, shuffled], split.source)
     protocol = fast_protocol()
     monkeypatch.setenv("MTEB_FINEGRAIN_CACHE_DIR", str(tmp_path / "c1"))
     a = _weights(coarse_tuned_encoder(LayerEncoder(tiny_st, show_progress_bar=False), split, card=card, protocol=protocol, show_progress_bar=False))
@@ -69,3 +69,18 @@ def test_interrupted_save_leaves_no_loadable_checkpoint(finegrain_env, tiny_st, 
     coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
     assert trained == [1]
     assert len(list(cache.iterdir())) == 1
+
+
+def test_train_level_chooses_the_labels_and_the_cache_key(finegrain_env, tiny_st, monkeypatch):
+    from mteb_finegrain.errors import FineGrainError
+
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    seen = []
+    monkeypatch.setattr(coarse_tuning, "train_on_coarse", lambda encoder, texts, labels, *a, **k: seen.append(sorted(set(labels))) or encoder.sentence_transformer)
+    encoder = LayerEncoder(tiny_st, show_progress_bar=False)
+    coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
+    coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(train_level=-1), show_progress_bar=False)
+    assert seen == [["animal", "plant"], ["ant", "bee", "elm", "oak"]]  # a new key: trained again, on the fine labels
+    with pytest.raises(FineGrainError, match="train_level 2 is out of range for a card with 2 levels"):
+        coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(train_level=2), show_progress_bar=False)

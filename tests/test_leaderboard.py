@@ -87,7 +87,7 @@ def _no_revision(s):
         (_drop_layer_3, "stage pretrained, layer 3 is missing"),
         (_score_17, "value 1.7 is out of range [0, 1]"),
         (_drop_coarse_tuned, "stage coarse_tuned is missing"),
-        (_drop_one_shot, "stage pretrained, layer 2 lacks metric(s) probe_f1_macro@16"),
+        (_drop_one_shot, "stage pretrained, layer 2 lacks metric(s) coarse:probe_f1_macro@16, fine:probe_f1_macro@16"),
         (_bad_hash, "card.data 'md5:1234' is not a data hash"),
         (_pooling_cls, f'settings.pooling is "cls" but protocol {PROTOCOL_VERSION} uses "mean"'),
         (_no_revision, "the results beside it name 'org/model-a' revision None"),
@@ -216,8 +216,8 @@ def test_build_is_deterministic_and_escapes_names(tmp_path, board):
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
     rows = list(csv.DictReader(io.StringIO(first["leaderboard.csv"].decode())))
-    assert list(rows[0]) == ["model", "revision", "task", "subset", "stage", "layer", "metric", "shots", "value", "std"]
-    keys = {(r["model"], r["task"], r["subset"], r["stage"], r["layer"], r["metric"], r["shots"]) for r in rows}
+    assert list(rows[0]) == ["model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std"]
+    keys = {(r["model"], r["task"], r["subset"], r["stage"], r["level"], r["layer"], r["metric"], r["shots"]) for r in rows}
     assert len(keys) == len(rows) == (2 * 13 * 2 + 2 * 7 * 2 + 7 * 2) * (5 + 2 * 5)
     assert {r["model"] for r in rows} == {XSS_NAME, "org/model-a", "solo/trec-only"}
 
@@ -232,7 +232,7 @@ def test_empty_leaderboard_builds(board):
     build_leaderboard(board)
     readme = (board / "README.md").read_text()
     assert "No entries yet" in readme and "## How to cite" in readme
-    assert (board / "leaderboard.csv").read_text() == "model,revision,task,subset,stage,layer,metric,shots,value,std\n"
+    assert (board / "leaderboard.csv").read_text() == "model,revision,task,subset,stage,level,layer,metric,shots,value,std\n"
 
 
 def test_committed_leaderboard_files_are_up_to_date(tmp_path):

@@ -17,6 +17,7 @@ from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
 DEFAULTS_FINGERPRINT = {
     "1.0": "872928a05b1cbac8",
     "1.1": "a43fcd05ecd19924",
+    "2.0": "14e237dfd02ccda8",
 }
 
 
@@ -48,8 +49,16 @@ def test_a_changed_setting_changes_the_fingerprint():
         ({"pooling": "max"}, "pooling must be 'mean' or 'cls', got 'max'"),
         ({"main_shots": 3}, "main_shots 3 must be one of shots"),
         ({"probe_seeds": 0}, "probe_seeds must be a positive integer, got 0"),
+        ({"train_level": "top"}, "train_level must be an integer level index"),
     ],
 )
 def test_invalid_settings_name_the_value(kwargs, message):
     with pytest.raises(FineGrainError, match=message.replace("(", r"\(")):
         Protocol(**kwargs)
+
+
+def test_train_level_names_a_level_of_the_card():
+    assert Protocol().train_level_name(["sentiment", "ekman", "emotion"]) == "sentiment"
+    assert Protocol(train_level=-1).train_level_name(["coarse", "fine"]) == "fine"
+    with pytest.raises(FineGrainError, match="train_level 3 is out of range for a card with 3 levels"):
+        Protocol(train_level=3).train_level_name(["a", "b", "c"])

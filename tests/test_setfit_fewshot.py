@@ -38,7 +38,7 @@ def _split(seed: int, per_class: int, name: str) -> LabelledSplit:
         texts += _texts(rng, label, per_class)
         coarse += [parent] * per_class
         fine += [label] * per_class
-    return LabelledSplit(texts, coarse, fine, name)
+    return LabelledSplit(texts, [coarse, fine], name)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def data():
     validation = _split(2, 2, "validation")
     evaluation = _split(3, 4, "evaluation")
     hierarchy = {fine: parent for fine, (parent, _) in TOPICS.items()}
-    return CardData(pool, pool, validation, evaluation, hierarchy, "sha256:test", False)
+    return CardData(pool, pool, validation, evaluation, ["coarse", "fine"], [{}, hierarchy], "sha256:test", "test", False)
 
 
 def _protocol(**setfit) -> Protocol:
@@ -104,7 +104,8 @@ def test_records_shape_metrics_layers(encoder, data):
         (N_LAYERS, "setfit_f1_macro"),
     ]
     for record in records:
-        assert set(record) == {"stage", "layer", "metric", "shots", "value", "std", "mode"}
+        assert set(record) == {"stage", "level", "layer", "metric", "shots", "value", "std", "mode"}
+        assert record["level"] == "fine"
         assert record["stage"] == "pretrained"
         assert record["mode"] == "setfit"
         assert record["shots"] == 2

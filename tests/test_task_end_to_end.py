@@ -32,13 +32,17 @@ def test_every_layer_stage_and_metric_is_written(finegrain_env, tiny_st, tmp_pat
     assert scores["card"]["data"].startswith("sha256:")
     assert set(scores["selected_layer"]) == {"pretrained", "coarse_tuned"}
     records = results[0].records()
+    assert scores["card"]["levels"] == ["coarse", "fine"]
+    assert scores["coarse_training_level"] == "coarse"
+    assert scores["truncation"]["evaluation"]["texts"] == 32 and scores["truncation"]["evaluation"]["truncated"] == 0
     for stage in ("pretrained", "coarse_tuned"):
         for layer in (0, 1, 2):
-            got = {r["metric"] for r in records if r["stage"] == stage and r["layer"] == layer}
-            assert got == METRICS
-            shots = sorted(r["shots"] for r in records if r["stage"] == stage and r["layer"] == layer and r["metric"] == "probe_accuracy")
-            assert shots == [1, 2, 8]
-    main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["layer"] == scores["selected_layer"]["coarse_tuned"] and r["metric"] == "probe_accuracy" and r["shots"] == 8)
+            for level in ("coarse", "fine"):
+                got = {r["metric"] for r in records if r["stage"] == stage and r["layer"] == layer and r["level"] == level}
+                assert got == (METRICS if level == "fine" else METRICS - {"within_coarse_v_measure"})
+                shots = sorted(r["shots"] for r in records if r["stage"] == stage and r["layer"] == layer and r["level"] == level and r["metric"] == "probe_accuracy")
+                assert shots == [1, 2, 8]
+    main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["level"] == "fine" and r["layer"] == scores["selected_layer"]["coarse_tuned"] and r["metric"] == "probe_accuracy" and r["shots"] == 8)
     assert scores["main_score"] == scores["selected_layer_probe_accuracy"] == main
     for r in records:
         assert 0 <= r["std"] and -1 <= r["value"] <= 1
@@ -66,12 +70,12 @@ def test_report_json_and_table(finegrain_env, tiny_st, tmp_path, capsys):
     _run(finegrain_env, tiny_st, tmp_path / "out")
     assert main(["report", str(tmp_path / "out"), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert {tuple(sorted(r)) for r in records} == {("layer", "metric", "mode", "model", "revision", "selected", "shots", "stage", "std", "subset", "task", "value")}
+    assert {tuple(sorted(r)) for r in records} == {("layer", "level", "metric", "mode", "model", "revision", "selected", "shots", "stage", "std", "subset", "task", "value")}
     assert {r["stage"] for r in records} == {"pretrained", "coarse_tuned"}
-    assert sum(r["selected"] for r in records if r["metric"] == "v_measure") == 2
+    assert sum(r["selected"] for r in records if r["metric"] == "v_measure" and r["level"] == "fine") == 2
     assert main(["report", str(tmp_path / "out"), "--plot", str(tmp_path / "p.png")]) == 0
     table = capsys.readouterr().out
-    assert "V pre" in table and "probe@8 diff" in table
+    assert "V pre" in table and "probe@8 diff" in table and "level coarse (coarsest, 2 classes)" in table
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 

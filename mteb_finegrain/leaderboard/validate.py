@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mteb_finegrain.cards import TaskCard, discover_cards
-from mteb_finegrain.data import data_dir, load_card_data
+from mteb_finegrain.data import data_dir, has_packaged_data, load_card_data
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
-from mteb_finegrain.results import TASK_PREFIX, find_result_files
+from mteb_finegrain.results import TASK_PREFIX, find_result_files, record_key
 from mteb_finegrain.task import EVAL_SPLIT, MAIN_SCORE
 
 CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure")
+# Scored inside each class of the next coarser level: absent at the coarsest level.
+WITHIN_PARENT_METRICS = ("within_coarse_v_measure",)
 PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
 SETFIT_METRICS = ("setfit_accuracy", "setfit_f1_macro")
 KNOWN_METRICS = CLUSTERING_METRICS + PROBE_METRICS + SETFIT_METRICS
@@ -63,8 +65,9 @@ class Submission:
 class DataHashes:
     """The expected ``card.data`` hash of each card, computed once per run.
 
-    Only computed when ``MTEB_FINEGRAIN_DATA_DIR`` holds the card's local folder: loading from
-    the Hub would need the network, so without local data only the hash's form is checked.
+    Only computed when the card's data is on this machine (``MTEB_FINEGRAIN_DATA_DIR`` or the
+    packaged copy): loading from the Hub would need the network, so otherwise only the hash's
+    form is checked.
     """
 
     def __init__(self) -> None:
@@ -74,10 +77,8 @@ class DataHashes:
         """The card's content hash, or None when its data is not available locally."""
         if card.name not in self._cache:
             root = data_dir()
-            if root is None or not card.local or not (root / card.local).is_dir():
-                self._cache[card.name] = None
-            else:
-                self._cache[card.name] = load_card_data(card).content_hash
+            local = root is not None and card.local and (root / card.local).is_dir()
+            self._cache[card.name] = load_card_data(card).content_hash if local or has_packaged_data(card) else None
         return self._cache[card.name]
 
 
@@ -119,12 +120,14 @@ def _check_settings(settings, where: str, hidden_states: bool = True) -> list[st
     return problems
 
 
-def _check_records(records, layers: list[int], shots: list[int], where: str, stages: tuple[str, ...] = STAGES) -> tuple[list[str], dict]:
-    """Problems with the records, and ``(stage, layer, metric, shots) -> value`` of the good ones.
+def _check_records(records, layers: list[int], shots: list[int], where: str, stages: tuple[str, ...] = STAGES, levels: list[str] | None = None) -> tuple[list[str], dict]:
+    """Problems with the records, and ``(stage, level, layer, metric, shots) -> value`` of the good ones.
 
     ``stages`` are the stages that must be present (see :func:`required_stages`); records of any
-    other stage are rejected.
+    other stage are rejected. ``levels`` are the card's levels, coarsest first: every level needs
+    every clustering and probe score, and within-parent V-measure except at the coarsest.
     """
+    levels = levels or ["coarse", "fine"]
     if not isinstance(records, list):
         return [f"{where}: 'records' must be a list"], {}
     problems, seen = [], {}
@@ -132,8 +135,8 @@ def _check_records(records, layers: list[int], shots: list[int], where: str, sta
         if not isinstance(record, dict):
             problems.append(f"{where}: record {i} is not an object")
             continue
-        stage, layer, metric, n = (record.get(k) for k in ("stage", "layer", "metric", "shots"))
-        label = f"{where}: record {i} ({stage}, layer {layer}, {metric}" + (f", {n} shots)" if n is not None else ")")
+        stage, level, layer, metric, n = record_key(record)
+        label = f"{where}: record {i} ({stage}, level {level}, layer {layer}, {metric}" + (f", {n} shots)" if n is not None else ")")
         if stage not in STAGES:
             problems.append(f"{label}: unknown stage {stage!r}; stages are {list(STAGES)}")
             continue
@@ -146,7 +149,10 @@ def _check_records(records, layers: list[int], shots: list[int], where: str, sta
         if layer not in layers:
             problems.append(f"{label}: layer {layer!r} is not one of model.layers")
             continue
-        key = (stage, layer, metric, n)
+        if level not in levels:
+            problems.append(f"{label}: level {level!r} is not one of the card's levels {levels}")
+            continue
+        key = (stage, level, layer, metric, n)
         if key in seen:
             problems.append(f"{label}: duplicate record")
             continue
@@ -157,17 +163,19 @@ def _check_records(records, layers: list[int], shots: list[int], where: str, sta
         if not (_is_number(std) and std >= 0):
             problems.append(f"{label}: std {std!r} must be a number >= 0")
         seen[key] = value
-    expected = [(m, None) for m in CLUSTERING_METRICS] + [(m, n) for n in shots for m in PROBE_METRICS]
+    expected = [
+        (level, m, None) for depth, level in enumerate(levels) for m in CLUSTERING_METRICS if depth > 0 or m not in WITHIN_PARENT_METRICS
+    ] + [(level, m, n) for level in levels for n in shots for m in PROBE_METRICS]
     for stage in stages:
         if not any(key[0] == stage for key in seen):
             problems.append(f"{where}: stage {stage} is missing (both {' and '.join(STAGES)} are required for a model with hidden states)")
             continue
         for layer in layers:
-            missing = [(m, n) for m, n in expected if (stage, layer, m, n) not in seen]
+            missing = [(lv, m, n) for lv, m, n in expected if (stage, lv, layer, m, n) not in seen]
             if len(missing) == len(expected):
                 problems.append(f"{where}: stage {stage}, layer {layer} is missing (no records)")
             elif missing:
-                shown = ", ".join(m if n is None else f"{m}@{n}" for m, n in missing)
+                shown = ", ".join(f"{lv}:{m}" if n is None else f"{lv}:{m}@{n}" for lv, m, n in missing)
                 problems.append(f"{where}: stage {stage}, layer {layer} lacks metric(s) {shown}")
     return problems, seen
 
@@ -192,6 +200,8 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
     elif card_name != expected_name or (task != TASK_PREFIX and subset != "default"):
         problems.append(f"{where}: card {card_name!r} does not belong to task {task} subset {subset!r}")
     else:
+        if card_block.get("levels") != card.level_names:
+            problems.append(f"{where}: card.levels is {card_block.get('levels')!r}, card {card.name} has levels {card.level_names}")
         if str(card_block.get("version")) != card.version:
             problems.append(f"{where}: card version is {card_block.get('version')!r}, the card is at version {card.version!r}")
         problems.extend(_check_data_hash(card_block.get("data"), card, hashes, where))
@@ -214,9 +224,10 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
     problems.extend(_check_settings(settings, where, hidden_states))
     shots = settings.get("shots") if isinstance(settings, dict) and isinstance(settings.get("shots"), list) else []
     main_shots = settings.get("main_shots") if isinstance(settings, dict) else None
-    record_problems, values = _check_records(scores.get("records"), layers, shots, where, stages)
+    levels = card.level_names if card is not None else None
+    record_problems, values = _check_records(scores.get("records"), layers, shots, where, stages, levels)
     problems.extend(record_problems)
-    problems.extend(_check_selection(scores, layers, values, main_shots, where, main_stage=stages[-1]))
+    problems.extend(_check_selection(scores, layers, values, main_shots, where, main_stage=stages[-1], finest=(levels or ["fine"])[-1]))
     return problems, card_name, model
 
 
@@ -237,7 +248,7 @@ def _check_data_hash(value, card: TaskCard, hashes: DataHashes, where: str) -> l
     return []
 
 
-def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, where: str, main_stage: str = "coarse_tuned") -> list[str]:
+def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, where: str, main_stage: str = "coarse_tuned", finest: str = "fine") -> list[str]:
     """The selected layers, validation accuracies and main score agree with the records.
 
     ``main_stage`` is the stage the main score comes from: ``coarse_tuned``, or ``pretrained``
@@ -261,11 +272,11 @@ def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, 
     for key in ("main_score", MAIN_SCORE):
         if not _in_range(scores.get(key)):
             problems.append(f"{where}: {key} {scores.get(key)!r} is out of range [0, 1]")
-    main_value = values.get((main_stage, selected.get(main_stage), "probe_accuracy", main_shots))
+    main_value = values.get((main_stage, finest, selected.get(main_stage), "probe_accuracy", main_shots))
     if _in_range(scores.get("main_score")) and main_value is not None and not math.isclose(scores["main_score"], main_value, abs_tol=1e-9):
         problems.append(
             f"{where}: main_score {scores['main_score']} differs from the {main_stage} {main_shots}-shot probe "
-            f"accuracy {main_value} at the selected layer"
+            f"accuracy {main_value} at the finest level ({finest}) and the selected layer"
         )
     return problems
 
@@ -362,7 +373,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         raise FineGrainError(f"{root}: submission rejected, {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     (model, revision), = model_names
     notes = [
-        f"card {name}: data hash not compared (no local data under MTEB_FINEGRAIN_DATA_DIR); its form was checked"
+        f"card {name}: data hash not compared (no data under MTEB_FINEGRAIN_DATA_DIR and none packaged); its form was checked"
         for name in sorted(covered)
         if hashes.expected(cards[name]) is None
     ]

@@ -257,7 +257,7 @@ def setfit_records(
     Returns
     -------
     list of dict
-        ``{stage, layer, metric, shots, value, std, mode}`` with ``metric`` in
+        ``{stage, level, layer, metric, shots, value, std, mode}`` with ``metric`` in
         ``setfit_accuracy`` and ``setfit_f1_macro``, ``value``/``std`` the mean and standard
         deviation over seeds and ``mode`` = ``"setfit"``; layers ascending.
 
@@ -303,6 +303,7 @@ def setfit_records(
                     records.append(
                         {
                             "stage": stage,
+                            "level": data.level_names[-1],  # SetFit is scored at the finest level
                             "layer": layer,
                             "metric": metric,
                             "shots": settings.shots,
