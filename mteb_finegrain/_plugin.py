@@ -18,6 +18,7 @@ from types import ModuleType
 from mteb_finegrain.errors import FineGrainError
 
 _registered: dict[str, type] = {}
+_skipped: list[str] = []  # the files of the user cards skipped (named in the unknown-task error)
 
 
 def register_tasks() -> dict[str, type]:
@@ -32,12 +33,22 @@ def register_tasks() -> dict[str, type]:
     from mteb_finegrain.data import has_packaged_data
     from mteb_finegrain.task import make_aggregate_class, make_task_class
 
-    builtin, user = discover_cards()
+    problems: list[FineGrainError] = []
+    builtin, user = discover_cards(skipped=problems)
     # FineGrainHidden holds the built-in cards whose data ships with the package, so that it runs
     # on a fresh offline install; a card whose data may not be redistributed stays a task of its own.
     shipped = [card for card in builtin if has_packaged_data(card)]
     classes = [make_aggregate_class(shipped)] if shipped else []
-    classes += [make_task_class(card) for card in builtin + user]
+    classes += [make_task_class(card) for card in builtin]
+    for card in user:  # a user card mteb's metadata refuses is skipped like an invalid one
+        try:
+            classes.append(make_task_class(card))
+        except FineGrainError as error:
+            problems.append(error)
+    for error in problems:
+        # One line per bad card, once per process; every other task still registers.
+        sys.stderr.write(f"mteb-finegrain: card skipped: {error}\n")
+        _skipped.append(str(error).split(": ", 1)[0])  # the card file the message starts with
     for cls in classes:
         name = cls.metadata.name
         if name in registry._TASKS_REGISTRY and registry._TASKS_REGISTRY[name] is not cls:
@@ -155,7 +166,15 @@ def _check_task_names(argv: list[str]) -> None:
             names.append(arg)
     unknown = [n for n in names if n.startswith("FineGrainHidden") and n not in _registered]
     if unknown:
-        raise FineGrainError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(_registered))}")
+        raise FineGrainError(unknown_tasks_message(unknown))
+
+
+def unknown_tasks_message(unknown: list[str]) -> str:
+    """``unknown task(s) ...; available: ...``, plus why a skipped card's task is missing."""
+    message = f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(_registered))}"
+    if _skipped:
+        message += f"; skipped card(s), for the reason printed above: {', '.join(_skipped)}"
+    return message
 
 
 def _wrap_cli_main(cli_module: ModuleType) -> None:

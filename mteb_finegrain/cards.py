@@ -242,8 +242,15 @@ def user_card_dirs() -> list[Path]:
     return [Path(p) for p in value.split(os.pathsep) if p]
 
 
-def discover_cards() -> tuple[list[TaskCard], list[TaskCard]]:
+def discover_cards(skipped: list[FineGrainError] | None = None) -> tuple[list[TaskCard], list[TaskCard]]:
     """Load the built-in cards and the user's cards.
+
+    Parameters
+    ----------
+    skipped : list, optional
+        When given, a user card that is invalid (or reuses a name) is appended here as its
+        ``FineGrainError`` and left out, so that one bad card cannot hide the others; a missing
+        ``MTEB_FINEGRAIN_TASK_PATH`` directory likewise. Without it the first problem is raised.
 
     Returns
     -------
@@ -252,20 +259,31 @@ def discover_cards() -> tuple[list[TaskCard], list[TaskCard]]:
     Raises
     ------
     FineGrainError
-        If a card is invalid, a directory in ``MTEB_FINEGRAIN_TASK_PATH`` does not exist, or two
-        cards share a name.
+        If a built-in card is invalid, or (without ``skipped``) a user card is invalid, a
+        directory in ``MTEB_FINEGRAIN_TASK_PATH`` does not exist, or two cards share a name.
     """
+
+    def problem(error: FineGrainError) -> None:
+        if skipped is None:
+            raise error
+        skipped.append(error)
+
     builtin = [load_card(p) for p in sorted(builtin_card_dir().glob("*.yaml"))]
+    seen: dict[str, Path] = {card.name: card.source for card in builtin}
     user: list[TaskCard] = []
     for directory in user_card_dirs():
         if not directory.is_dir():
-            raise FineGrainError(f"{TASK_PATH_ENV}: '{directory}' is not a directory")
-        user.extend(load_card(p) for p in sorted(directory.glob("*.y*ml")))
-    seen: dict[str, Path] = {}
-    for card in builtin + user:
-        if card.name in seen:
-            raise FineGrainError(
-                f"{card.source}: card name '{card.name}' is already used by {seen[card.name]}"
-            )
-        seen[card.name] = card.source
+            problem(FineGrainError(f"{TASK_PATH_ENV}: '{directory}' is not a directory"))
+            continue
+        for path in sorted(directory.glob("*.y*ml")):
+            try:
+                card = load_card(path)
+            except FineGrainError as error:
+                problem(error)
+                continue
+            if card.name in seen:
+                problem(FineGrainError(f"{card.source}: card name '{card.name}' is already used by {seen[card.name]}"))
+                continue
+            seen[card.name] = card.source
+            user.append(card)
     return builtin, user

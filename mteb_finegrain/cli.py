@@ -61,7 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     known = register_tasks()
     unknown = [t for t in args.tasks if t not in known]
     if unknown:
-        raise FineGrainError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(known))}")
+        from mteb_finegrain._plugin import unknown_tasks_message
+
+        raise FineGrainError(unknown_tasks_message(unknown))
     if args.quiet:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")

@@ -6,7 +6,10 @@ a subset are generated from the cards.
 from __future__ import annotations
 
 import logging
+import typing
 from typing import Any
+
+import pydantic
 
 from mteb.abstasks import AbsTask
 from mteb.abstasks.task_metadata import TaskMetadata
@@ -14,6 +17,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import CardData, load_card_data
 from mteb_finegrain.encoder import LayerEncoder
+from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.evaluation import resolve_layers, score_stage
 from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
 
@@ -167,6 +171,48 @@ def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadat
     else:
         dataset = {"path": "mteb-finegrain/" + "+".join(c.name for c in cards), "revision": "cards-" + "-".join(f"{c.name}v{c.version}" for c in cards)}
     eval_langs = card.languages if single else {c.name: c.languages for c in cards}
+    try:
+        return _task_metadata(name, cards, description, dataset, eval_langs)
+    except pydantic.ValidationError as exc:
+        raise _card_metadata_error(cards, exc) from None
+
+
+# TaskMetadata field -> the card key it comes from, for error messages.
+_CARD_KEYS = {"license": "license", "reference": "reference", "domains": "domains", "date": "date", "eval_langs": "languages", "description": "description", "bibtex_citation": "citation"}
+
+
+def _allowed(field: str) -> str:
+    """What mteb's TaskMetadata accepts for ``field``, in words."""
+    if field == "license":
+        literal = next(arg for arg in typing.get_args(TaskMetadata.model_fields["license"].annotation) if typing.get_origin(arg) is typing.Literal)
+        return "one of mteb's licence ids (" + ", ".join(typing.get_args(literal)) + ") or a URL; 'not specified' when unknown"
+    if field == "reference":
+        return "a URL (http://... or https://...)"
+    if field == "domains":
+        literal = typing.get_args(TaskMetadata.model_fields["domains"].annotation)[0]
+        return "a list of mteb's domains (" + ", ".join(typing.get_args(literal)) + ")"
+    if field == "date":
+        return 'two dates ["YYYY-MM-DD", "YYYY-MM-DD"]'
+    if field == "eval_langs":
+        return "ISO 639-3 codes with script, e.g. [eng-Latn]"
+    return ""
+
+
+def _card_metadata_error(cards: list[TaskCard], exc: pydantic.ValidationError) -> FineGrainError:
+    """One line naming the card file, each offending key, its value and what mteb accepts."""
+    problems: dict[str, str] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        key = _CARD_KEYS.get(field, field)
+        if key not in problems:
+            problems[key] = f"{key} {error.get('input')!r} is not accepted by mteb" + (f": use {_allowed(field)}" if _allowed(field) else f" ({error['msg']})")
+    where = cards[0].source if len(cards) == 1 else ", ".join(str(c.source) for c in cards)
+    return FineGrainError(f"{where}: " + "; ".join(problems.values()))
+
+
+def _task_metadata(name, cards, description, dataset, eval_langs) -> TaskMetadata:
+    single = len(cards) == 1
+    card = cards[0]
     return TaskMetadata(
         name=name,
         description=f"{description} Protocol {PROTOCOL_VERSION}; main score: {Protocol().main_score_definition()}.",

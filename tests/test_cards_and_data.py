@@ -165,3 +165,17 @@ def test_hub_loading_path_converts_class_labels(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "d" / "hub" / "test.jsonl", rows)
     monkeypatch.setenv("MTEB_FINEGRAIN_DATA_DIR", str(tmp_path / "d"))
     assert load_card_data(load_card(card)).content_hash == loaded.content_hash
+
+
+def test_one_bad_user_card_is_skipped_not_fatal(tmp_path, monkeypatch):
+    (tmp_path / "good.yaml").write_text(CARD.format(name="Good", local="good"))
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "twin.yaml").write_text(CARD.format(name="TREC", local="x"))  # a built-in name
+    monkeypatch.setenv("MTEB_FINEGRAIN_TASK_PATH", str(tmp_path))
+    with pytest.raises(FineGrainError, match="bad.yaml: not valid YAML"):
+        discover_cards()
+    skipped = []
+    builtin, user = discover_cards(skipped=skipped)
+    assert [c.name for c in user] == ["Good"] and "TREC" in {c.name for c in builtin}
+    assert [str(e).split(": ")[0].rsplit("/", 1)[-1] for e in skipped] == ["bad.yaml", "twin.yaml"]
+    assert "already used by" in str(skipped[1])

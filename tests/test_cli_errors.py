@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_rows, write_jsonl
+from conftest import CARD, make_rows, write_jsonl
 
 BIN = Path(sys.executable).parent
 
@@ -90,3 +90,20 @@ def test_start_up_hook_imports_nothing_heavy(tmp_path):
     """The .pth hook must not import mteb or this package in processes that never use mteb."""
     probe = _cli([sys.executable, "-c", "import sys; print(sorted(m for m in sys.modules if m.startswith(('mteb', 'torch', 'yaml'))))"], {}, tmp_path)
     assert probe.stdout.strip() == "['mteb_finegrain_autoload']", probe.stdout + probe.stderr
+
+
+def test_a_card_mteb_refuses_is_skipped_with_one_line_and_the_rest_still_works(env, finegrain_env, tiny_model_dir, tmp_path):
+    bad = CARD.format(name="Bad", local="tiny").replace("license: mit", "license: none").replace("reference: https://example.org/tiny", "reference: none")
+    (finegrain_env["card_dir"] / "bad.yaml").write_text(bad)
+    listed = _cli([sys.executable, "-c", "import mteb; print(sorted(t for t in ('FineGrainHiddenTREC', 'FineGrainHiddenTiny') if mteb.get_task(t)))"], env, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "['FineGrainHiddenTREC', 'FineGrainHiddenTiny']" in listed.stdout
+    skipped = [line for line in listed.stderr.splitlines() if "card skipped" in line]
+    assert len(skipped) == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert "bad.yaml" in skipped[0] and "license 'none'" in skipped[0] and "reference 'none'" in skipped[0] and "cc-by-4.0" in skipped[0]
+    result = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenBad", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "FineGrainHiddenBad")
+    assert "license 'none'" in result.stderr
+    run = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "ok")], env, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert list((tmp_path / "ok").rglob("FineGrainHiddenTiny.json"))
