@@ -24,6 +24,8 @@ _OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "lang
 _SPLIT_ROLES_REQUIRED = ("coarse_train", "fewshot_pool", "evaluation")
 _SPLIT_ROLES = (*_SPLIT_ROLES_REQUIRED, "validation")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_LOCAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # one folder name, never a path
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,20 @@ def _fail(source: Path, message: str) -> FineGrainError:
 def _mapping(raw: dict, key: str, source: Path) -> dict[str, str]:
     value = raw[key]
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
     ):
-        raise _fail(source, f"'{key}' must be a mapping of strings to strings, got {value!r}")
+        raise _fail(source, f"'{key}' must be a mapping of non-empty strings to non-empty strings, got {value!r}")
     return dict(value)
+
+
+def _string_list(raw: dict, key: str, source: Path, default):
+    """An optional list of non-empty strings."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _fail(source, f"'{key}' must be a non-empty list of strings, got {value!r}")
+    return list(value)
 
 
 def _levels(value: Any, source: Path) -> tuple[tuple[str, str], ...]:
@@ -154,9 +166,14 @@ def load_card(path: str | os.PathLike) -> TaskCard:
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise _fail(source, f"not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise _fail(source, f"not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise _fail(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise _fail(source, f"cannot read card ({exc.strerror})") from None
+        raise _fail(source, f"cannot read card ({exc.strerror or exc})") from None
     if not isinstance(raw, dict):
         raise _fail(source, "a card must be a YAML mapping")
     missing = [k for k in _REQUIRED if k not in raw]
@@ -200,6 +217,8 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         raise _fail(source, "the evaluation split must differ from the few-shot and validation splits")
 
     local = raw.get("local")
+    if local is not None and (not isinstance(local, str) or not _LOCAL_RE.match(local)):
+        raise _fail(source, f"'local' must be a folder name (letters, digits, '.', '_', '-'), got {local!r}")
     hub = _hub(raw["hub"], source) if raw.get("hub") is not None else None
     if local is None and hub is None:
         raise _fail(source, "a card needs 'local' (folder under the data directory) or 'hub'")
@@ -208,7 +227,14 @@ def load_card(path: str | os.PathLike) -> TaskCard:
     download = raw.get("download")
     if download is not None and (not isinstance(download, str) or not download.strip()):
         raise _fail(source, "'download' must be a non-empty string saying how to obtain the data")
+    version = raw.get("version", "1")
+    if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version).strip():
+        raise _fail(source, f"'version' must be a string such as \"1\", got {version!r}")
+    languages = _string_list(raw, "languages", source, ["eng-Latn"])
+    domains = _string_list(raw, "domains", source, None)
     date = raw.get("date")
+    if date is not None and not (isinstance(date, list) and len(date) == 2 and all(isinstance(d, str) and _DATE_RE.match(d) for d in date)):
+        raise _fail(source, f"'date' must be two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"], got {date!r}")
     return TaskCard(
         name=name,
         description=raw["description"].strip(),
@@ -223,9 +249,9 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         hierarchy=hierarchy,
         levels=levels,
         download=download.strip() if download else None,
-        version=str(raw.get("version", "1")),
-        languages=list(raw.get("languages", ["eng-Latn"])),
-        domains=raw.get("domains"),
+        version=str(version),
+        languages=languages,
+        domains=domains,
         date=tuple(date) if date else None,
     )
 

@@ -33,7 +33,7 @@ def level_names(scores: dict) -> list:
     """The card's levels, coarsest first, as a result records them (``[None]`` before protocol 2)."""
     card = scores.get("card") if isinstance(scores.get("card"), dict) else {}
     levels = card.get("levels")
-    return list(levels) if isinstance(levels, list) and levels else [None]
+    return list(levels) if isinstance(levels, list) and levels and all(isinstance(x, str) for x in levels) else [None]
 
 
 @dataclass
@@ -64,17 +64,82 @@ class SubsetResult:
         return records_by_key(self.scores.get("records", []))
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional(scores: dict, key: str, kind, what: str) -> list[str]:
+    return [] if key not in scores or isinstance(scores[key], kind) else [f"'{key}' must be {what}, got {type(scores[key]).__name__}"]
+
+
+def subset_problems(scores) -> list[str]:
+    """What keeps one subset's scores from being read back: wrong types of the fields the report uses.
+
+    Returns one short phrase per problem (empty when the scores are readable).
+    """
+    if not isinstance(scores, dict):
+        return [f"subset scores must be an object, got {type(scores).__name__}"]
+    records = scores.get("records")
+    if not isinstance(records, list):
+        return ["no FineGrainHidden 'records' list"]
+    problems = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            problems.append(f"records[{i}] must be an object")
+            continue
+        checks = (
+            ("stage", isinstance(record.get("stage"), str), "a string"),
+            ("level", record.get("level") is None or isinstance(record.get("level"), str), "a string"),
+            ("layer", _is_int(record.get("layer")), "an integer"),
+            ("metric", isinstance(record.get("metric"), str), "a string"),
+            ("shots", record.get("shots") is None or _is_int(record.get("shots")), "an integer or null"),
+            ("value", _is_number(record.get("value")), "a number"),
+            ("std", _is_number(record.get("std")), "a number"),
+        )
+        problems += [f"records[{i}].{key} must be {what}, got {record.get(key)!r}" for key, ok, what in checks if not ok]
+        if len(problems) > 5:
+            break
+    problems += _optional(scores, "main_score", (int, float), "a number")
+    problems += _optional(scores, "selected_layer", dict, "an object")
+    problems += _optional(scores, "card", dict, "an object")
+    problems += _optional(scores, "model", dict, "an object")
+    problems += _optional(scores, "hf_subset", str, "a string")
+    problems += _optional(scores, "coarse_training_level", (str, type(None)), "a string")
+    if isinstance(scores.get("main_score"), bool):
+        problems.append("'main_score' must be a number, got bool")
+    selected = scores.get("selected_layer")
+    if isinstance(selected, dict) and not all(_is_int(v) for v in selected.values()):
+        problems.append(f"'selected_layer' values must be integers, got {selected!r}")
+    card = scores.get("card")
+    if isinstance(card, dict):
+        levels = card.get("levels")
+        if levels is not None and not (isinstance(levels, list) and levels and all(isinstance(x, str) for x in levels)):
+            problems.append(f"'card.levels' must be a list of level names, got {levels!r}")
+        if not isinstance(card.get("classes_per_level", {}), dict):
+            problems.append("'card.classes_per_level' must be an object")
+    model = scores.get("model")
+    if isinstance(model, dict) and model.get("name") is not None and not isinstance(model.get("name"), str):
+        problems.append(f"'model.name' must be a string, got {model.get('name')!r}")
+    return problems
+
+
 def _model_of(result_file: Path, scores: dict) -> tuple[str, str | None]:
     meta_file = result_file.parent / "model_meta.json"
     if meta_file.is_file():
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            if meta.get("name"):
-                return meta["name"], meta.get("revision")
-        except (OSError, json.JSONDecodeError):
+            if isinstance(meta, dict) and isinstance(meta.get("name"), str) and meta["name"]:
+                revision = meta.get("revision")
+                return meta["name"], revision if isinstance(revision, str) else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass
-    model = scores.get("model", {})
-    return model.get("name") or result_file.parent.parent.name, model.get("revision")
+    model = scores.get("model") if isinstance(scores.get("model"), dict) else {}
+    revision = model.get("revision")
+    return model.get("name") or result_file.parent.parent.name, revision if isinstance(revision, str) else None
 
 
 def find_result_files(results_dir: str | Path) -> list[Path]:
@@ -101,19 +166,22 @@ def load_results(results_dir: str | Path) -> list[SubsetResult]:
     for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FineGrainError(f"{path}: not a readable JSON result ({exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("scores"), dict):
             raise FineGrainError(f"{path}: not an MTEB result file (no 'scores' mapping)")
         for split, subsets in data["scores"].items():
-            for scores in subsets:
-                if "records" not in scores:
-                    raise FineGrainError(f"{path}: split {split!r} has no FineGrainHidden 'records'")
+            if not isinstance(subsets, list):
+                raise FineGrainError(f"{path}: split {split!r} must hold a list of subsets")
+            for i, scores in enumerate(subsets):
+                problems = subset_problems(scores)
+                if problems:
+                    raise FineGrainError(f"{path}: split {split!r} subset {i}: " + "; ".join(problems[:5]))
                 model, revision = _model_of(path, scores)
                 out.append(
                     SubsetResult(
                         path=path,
-                        task=data.get("task_name", path.stem),
+                        task=data["task_name"] if isinstance(data.get("task_name"), str) else path.stem,
                         subset=scores.get("hf_subset", "default"),
                         model=model,
                         revision=revision,

@@ -189,13 +189,21 @@ def _allowed(field: str) -> str:
     if field == "reference":
         return "a URL (http://... or https://...)"
     if field == "domains":
-        literal = typing.get_args(TaskMetadata.model_fields["domains"].annotation)[0]
-        return "a list of mteb's domains (" + ", ".join(typing.get_args(literal)) + ")"
+        literals = [arg for arg in _flatten_args(TaskMetadata.model_fields["domains"].annotation) if isinstance(arg, str)]
+        return "a list of mteb's domains (" + ", ".join(literals) + ")"
     if field == "date":
         return 'two dates ["YYYY-MM-DD", "YYYY-MM-DD"]'
     if field == "eval_langs":
         return "ISO 639-3 codes with script, e.g. [eng-Latn]"
     return ""
+
+
+def _flatten_args(annotation) -> list:
+    """Every leaf of a typing annotation (``list[Literal["a", "b"]] | None`` -> ``["a", "b", None]``)."""
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten_args(arg)]
 
 
 def _card_metadata_error(cards: list[TaskCard], exc: pydantic.ValidationError) -> FineGrainError:

@@ -19,7 +19,7 @@ from mteb_finegrain.cards import TaskCard, discover_cards
 from mteb_finegrain.data import data_dir, has_packaged_data, load_card_data
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
-from mteb_finegrain.results import TASK_PREFIX, find_result_files, record_key
+from mteb_finegrain.results import TASK_PREFIX, find_result_files, record_key, subset_problems
 from mteb_finegrain.task import EVAL_SPLIT, MAIN_SCORE
 
 CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure")
@@ -186,13 +186,16 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
         return [f"{where}: subset scores must be an object"], None, {}
     subset = scores.get("hf_subset", "default")
     where = f"{where} [{subset}]"
+    unreadable = subset_problems(scores)
+    if unreadable:  # wrong types: the checks below would only repeat them
+        return [f"{where}: {problem}" for problem in unreadable], None, {}
     problems = []
     version = scores.get("protocol_version")
     if version != PROTOCOL_VERSION:
         problems.append(f"{where}: protocol_version is {version!r}, the leaderboard accepts protocol {PROTOCOL_VERSION} only")
 
     card_block = scores.get("card") if isinstance(scores.get("card"), dict) else {}
-    card_name = card_block.get("name")
+    card_name = card_block.get("name") if isinstance(card_block.get("name"), str) else None
     expected_name = task[len(TASK_PREFIX):] if task != TASK_PREFIX else subset
     card = cards.get(card_name)
     if card is None:
@@ -214,7 +217,7 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
         hidden_states = True
     if hidden_states and not (isinstance(layers, list) and layers and layers == list(range(len(layers)))):
         problems.append(f"{where}: model.layers must list every layer 0..L, got {layers!r}")
-        layers = layers if isinstance(layers, list) else []
+        layers = [x for x in layers if isinstance(x, int) and not isinstance(x, bool)] if isinstance(layers, list) else []
     elif not hidden_states and layers != [-1]:
         problems.append(f"{where}: a model without hidden states is scored on its final embedding only: model.layers must be [-1], got {layers!r}")
         layers = [-1]
@@ -223,7 +226,9 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
     settings = scores.get("settings")
     problems.extend(_check_settings(settings, where, hidden_states))
     shots = settings.get("shots") if isinstance(settings, dict) and isinstance(settings.get("shots"), list) else []
+    shots = [n for n in shots if isinstance(n, int) and not isinstance(n, bool)]  # a bad one is reported by _check_settings
     main_shots = settings.get("main_shots") if isinstance(settings, dict) else None
+    main_shots = main_shots if isinstance(main_shots, int) and not isinstance(main_shots, bool) else None
     levels = card.level_names if card is not None else None
     record_problems, values = _check_records(scores.get("records"), layers, shots, where, stages, levels)
     problems.extend(record_problems)
@@ -281,6 +286,11 @@ def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, 
     return problems
 
 
+def _text(value) -> str | None:
+    """``value`` when it is a string (or None), else its repr: hashable and printable."""
+    return value if value is None or isinstance(value, str) else repr(value)
+
+
 def _read_json(path: Path, problems: list[str], shown: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -328,6 +338,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         if data is None:
             continue
         task = data.get("task_name") if isinstance(data, dict) else None
+        task = task if isinstance(task, str) else repr(task)
         if task not in known_tasks:
             problems.append(f"{shown}: task {task!r} is not a FineGrainHidden task of a known card ({', '.join(sorted(known_tasks))})")
             continue
@@ -342,7 +353,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
                 if card_name in covered:
                     problems.append(f"{shown}: card {card_name} is scored twice (also in {covered[card_name]})")
                 covered[card_name] = shown
-            models.add((model.get("name"), model.get("revision"), str(path.parent)))
+            models.add((_text(model.get("name")), _text(model.get("revision")), str(path.parent)))
 
     model_names: set[tuple[str, str]] = set()
     for meta_file in meta_files:
