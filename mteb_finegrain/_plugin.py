@@ -105,7 +105,7 @@ def local_model_meta(path: str | os.PathLike, revision: str | None = None):
             "revision": revision or _local_model_revision(folder),
             "loader": functools.partial(_load_local_model, str(folder)),
             "framework": ["Sentence Transformers", "PyTorch"],
-            "reference": folder.as_uri(),
+            # No file:// reference: a result must not carry the path of the machine that made it.
             "n_parameters": _count_parameters(folder),
         }
     )

@@ -361,3 +361,18 @@ def test_model_with_hidden_states_still_needs_both_stages(tmp_path, board):
     control = write_submission(tmp_path / "control", hidden_states=False)
     edit_results(control, lambda s: s["settings"].update(stages=["pretrained"]))
     add_submission(control, board)
+
+
+def test_absolute_paths_of_the_machine_are_refused(tmp_path, board):
+    submission_dir = write_submission(tmp_path / "sub")
+    (meta_file,) = submission_dir.rglob("model_meta.json")
+    meta = json.loads(meta_file.read_text())
+    meta["reference"] = "file:///root/.cache/models/x"
+    meta_file.write_text(json.dumps(meta))
+    edit_results(submission_dir, lambda s: s["card"].update(note="/home/alice/data/trec"))
+    with pytest.raises(FineGrainError) as info:
+        add_submission(submission_dir, board)
+    message = str(info.value)
+    assert "reference holds the absolute path 'file:///root/.cache/models/x'" in message
+    assert "card.note holds the absolute path '/home/alice/data/trec'" in message
+    assert not board.exists()

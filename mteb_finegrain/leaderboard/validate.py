@@ -286,6 +286,21 @@ def _check_selection(scores: dict, layers: list[int], values: dict, main_shots, 
     return problems
 
 
+# file:// URLs, POSIX absolute paths of two or more parts, Windows drive paths.
+_ABSOLUTE_PATH_RE = re.compile(r"(file://|^/[^/\s]+/\S|^[A-Za-z]:[\\/])")
+
+
+def absolute_paths(document, where: str = "") -> list[tuple[str, str]]:
+    """``(json path, value)`` of every string in ``document`` that is an absolute local path."""
+    if isinstance(document, str):
+        return [(where or "the file", document)] if _ABSOLUTE_PATH_RE.search(document) else []
+    if isinstance(document, dict):
+        return [hit for key, value in document.items() for hit in absolute_paths(value, f"{where}.{key}" if where else str(key))]
+    if isinstance(document, list):
+        return [hit for i, value in enumerate(document) for hit in absolute_paths(value, f"{where}[{i}]")]
+    return []
+
+
 def _text(value) -> str | None:
     """``value`` when it is a string (or None), else its repr: hashable and printable."""
     return value if value is None or isinstance(value, str) else repr(value)
@@ -337,6 +352,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         data = _read_json(path, problems, shown)
         if data is None:
             continue
+        problems.extend(f"{shown}: {where} holds the absolute path {value!r} of the machine that ran it; leave it out" for where, value in absolute_paths(data))
         task = data.get("task_name") if isinstance(data, dict) else None
         task = task if isinstance(task, str) else repr(task)
         if task not in known_tasks:
@@ -364,6 +380,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         meta = _read_json(meta_file, problems, shown)
         if meta is None:
             continue
+        problems.extend(f"{shown}: {where} holds the absolute path {value!r} of the machine that ran it; leave it out (a result must not depend on where it was made)" for where, value in absolute_paths(meta))
         name, revision = (meta.get(k) if isinstance(meta, dict) else None for k in ("name", "revision"))
         if not isinstance(name, str) or not name.strip():
             problems.append(f"{shown}: model name is not recorded")
