@@ -20,7 +20,7 @@ from mteb_finegrain.errors import FineGrainError
 TASK_PATH_ENV = "MTEB_FINEGRAIN_TASK_PATH"
 
 _REQUIRED = ("name", "description", "reference", "license", "citation", "columns", "splits")
-_OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "languages", "domains", "date")
+_OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "languages", "domains", "task_subtypes", "date")
 _SPLIT_ROLES_REQUIRED = ("coarse_train", "fewshot_pool", "evaluation")
 _SPLIT_ROLES = (*_SPLIT_ROLES_REQUIRED, "validation")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -69,6 +69,7 @@ class TaskCard:
     version: str = "1"
     languages: list[str] = field(default_factory=lambda: ["eng-Latn"])
     domains: list[str] | None = None
+    task_subtypes: list[str] = field(default_factory=list)
     date: tuple[str, str] | None = None
 
     @property
@@ -232,6 +233,7 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         raise _fail(source, f"'version' must be a string such as \"1\", got {version!r}")
     languages = _string_list(raw, "languages", source, ["eng-Latn"])
     domains = _string_list(raw, "domains", source, None)
+    task_subtypes = _string_list(raw, "task_subtypes", source, [])
     date = raw.get("date")
     if date is not None and not (isinstance(date, list) and len(date) == 2 and all(isinstance(d, str) and _DATE_RE.match(d) for d in date)):
         raise _fail(source, f"'date' must be two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"], got {date!r}")
@@ -252,6 +254,7 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         version=str(version),
         languages=languages,
         domains=domains,
+        task_subtypes=task_subtypes,
         date=tuple(date) if date else None,
     )
 

@@ -178,7 +178,7 @@ def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadat
 
 
 # TaskMetadata field -> the card key it comes from, for error messages.
-_CARD_KEYS = {"license": "license", "reference": "reference", "domains": "domains", "date": "date", "eval_langs": "languages", "description": "description", "bibtex_citation": "citation"}
+_CARD_KEYS = {"task_subtypes": "task_subtypes", "license": "license", "reference": "reference", "domains": "domains", "date": "date", "eval_langs": "languages", "description": "description", "bibtex_citation": "citation"}
 
 
 def _allowed(field: str) -> str:
@@ -218,6 +218,11 @@ def _card_metadata_error(cards: list[TaskCard], exc: pydantic.ValidationError) -
     return FineGrainError(f"{where}: " + "; ".join(problems.values()))
 
 
+def _date_span(cards: list[TaskCard]):
+    dates = [c.date for c in cards if c.date]
+    return (min(d[0] for d in dates), max(d[1] for d in dates)) if dates else None
+
+
 def _task_metadata(name, cards, description, dataset, eval_langs) -> TaskMetadata:
     single = len(cards) == 1
     card = cards[0]
@@ -226,18 +231,25 @@ def _task_metadata(name, cards, description, dataset, eval_langs) -> TaskMetadat
         description=f"{description} Protocol {PROTOCOL_VERSION}; main score: {Protocol().main_score_definition()}.",
         reference=card.reference if single else "https://github.com/mteb-finegrain/mteb-finegrain",
         dataset=dataset,
-        type="Clustering",
+        # mteb has no type for "probe every hidden layer before and after fine-tuning". The main
+        # score is the accuracy of a logistic regression trained on a few labelled embeddings
+        # per class, as in mteb's Classification tasks, so that is the least misleading type
+        # (Clustering, used before, named a secondary score and hid the probe). Note that, unlike
+        # mteb's classification tasks, these also fine-tune a copy of the model (coarse_tuned).
+        type="Classification",
+        task_subtypes=sorted({subtype for c in cards for subtype in c.task_subtypes}),
         category="t2c",
         modalities=["text"],
         eval_splits=[EVAL_SPLIT],
         eval_langs=eval_langs,
         main_score=MAIN_SCORE,
-        date=card.date if single else None,
-        domains=card.domains if single else None,
-        license=card.license if single else "not specified",
-        annotations_creators="expert-annotated" if single else None,
+        # The aggregate spans its cards: every domain, the earliest to the latest date.
+        date=card.date if single else _date_span(cards),
+        domains=card.domains if single else sorted({d for c in cards for d in (c.domains or [])}),
+        license=card.license if single else "multiple",
+        annotations_creators="human-annotated",
         dialect=[],
-        sample_creation="found" if single else None,
+        sample_creation="found",
         bibtex_citation="\n\n".join([SEED_PAPER_BIBTEX] + [c.citation for c in cards]),
     )
 

@@ -170,3 +170,15 @@ def test_three_level_task_scores_every_level_and_reports_them(three_level_card, 
     assert "level top (coarsest, 2 classes)" in table and "level leaf (finest, 4 classes)" in table
     assert "coarse_tuned on level mid" in table
     assert plot_layers([result], tmp_path / "levels.png").stat().st_size > 10_000
+
+
+def test_task_metadata_is_filled_and_says_classification():
+    import mteb
+
+    import mteb_finegrain  # noqa: F401
+
+    for name in ("FineGrainHidden", "FineGrainHiddenTREC", "FineGrainHiddenGoEmotions", "FineGrainHiddenTwentyNewsgroups"):
+        metadata = mteb.get_task(name).metadata
+        assert metadata.is_filled(), name
+        assert metadata.type == "Classification" and metadata.task_subtypes, name
+    assert "FineGrainHiddenTREC" not in {t.metadata.name for t in mteb.get_tasks(task_types=["Clustering"])}
