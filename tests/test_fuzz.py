@@ -4,7 +4,7 @@ leaderboard submissions.
 The property, for every generated input: either success (and then the loaded object is sound),
 or one ``FineGrainError`` whose message names the offending file; never another exception (a
 traceback for the user), never a partial write. Cases per property: ``MTEB_FINEGRAIN_FUZZ_EXAMPLES``
-(default 60, what CI runs); README says how many were run once locally.
+(default 200, what CI runs); README says how many were run once locally.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from leaderboard_fixtures import XSS_NAME, tree_digest, write_submission  # noqa: E402
@@ -28,7 +28,7 @@ from mteb_finegrain.cards import load_card  # noqa: E402
 from mteb_finegrain.data import load_card_data  # noqa: E402
 from mteb_finegrain.errors import FineGrainError  # noqa: E402
 
-EXAMPLES = int(os.environ.get("MTEB_FINEGRAIN_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("MTEB_FINEGRAIN_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 # Values of every JSON/YAML type, including the awkward ones.
@@ -84,7 +84,9 @@ def test_fuzz_cards(tmp_path_factory, edits, raw):
         make_task_class(loaded)  # what mteb's TaskMetadata refuses is ours to report too
     except FineGrainError as error:
         _one_line_naming(error, "fuzz.yaml")
+        event("card refused")
         return
+    event("card accepted")
     assert loaded.name and len(loaded.levels) >= 2
 
 
@@ -128,7 +130,9 @@ def test_fuzz_jsonl_rows(tmp_path_factory, monkeypatch_module, train, test):
         data = load_card_data(load_card(card_path))
     except FineGrainError as error:
         _one_line_naming(error, "train.jsonl", "test.jsonl", "fuzz.yaml")
+        event("rows refused")
         return
+    event("rows accepted")
     splits = (data.coarse_train, data.fewshot_pool, data.validation, data.evaluation)
     for split in splits:
         assert all(isinstance(t, str) and t.strip() for t in split.texts)
@@ -228,7 +232,9 @@ def test_fuzz_result_files_and_submissions(tmp_path_factory, monkeypatch_module,
     except FineGrainError as error:
         assert "submission rejected" in str(error) or "already" in str(error), str(error)
         assert tree_digest(board) == before
+        event("submission refused")
         return
+    event("submission accepted")
     build_leaderboard(board)
     page = (board / "index.html").read_text(encoding="utf-8")
     assert "<script>alert(1)" not in page and "<img src=x" not in page
