@@ -62,3 +62,27 @@ def test_train_level_names_a_level_of_the_card():
     assert Protocol(train_level=-1).train_level_name(["coarse", "fine"]) == "fine"
     with pytest.raises(FineGrainError, match="train_level 3 is out of range for a card with 3 levels"):
         Protocol(train_level=3).train_level_name(["a", "b", "c"])
+
+
+def test_every_imported_third_party_module_is_a_declared_dependency():
+    """Issue 9: the package must not rely on what happens to arrive with another library."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower().replace("-", "_") for dep in project["dependencies"]}
+    module_of = {"scikit_learn": "sklearn", "pyyaml": "yaml", "sentence_transformers": "sentence_transformers"}
+    provided = {module_of.get(name, name) for name in declared}
+    imported = set()
+    for path in [*(root / "mteb_finegrain").rglob("*.py"), root / "mteb_finegrain_autoload.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("mteb_finegrain", "mteb_finegrain_autoload")}
+    assert third_party - provided == set()
