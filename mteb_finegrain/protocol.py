@@ -12,6 +12,25 @@ from mteb_finegrain.errors import FineGrainError
 
 PROTOCOL_VERSION = "2.0"
 STAGES = ("pretrained", "coarse_tuned")
+
+# The names a result file uses, in one place (the leaderboard reads them without importing torch).
+MAIN_SCORE = "selected_layer_probe_accuracy"
+EVAL_SPLIT = "test"  # the MTEB-facing split name; the card says which of its splits it is
+
+SEED_PAPER_BIBTEX = """@inproceedings{anjum-krestel-2024-finetuning,
+  title = {Fine-Tuning {BERT} On Coarse-Grained Labels: Exploring Hidden States For Fine-Grained Classification},
+  author = {Anjum, Aftab and Krestel, Ralf},
+  booktitle = {Natural Language Processing and Information Systems (NLDB 2024)},
+  series = {Lecture Notes in Computer Science},
+  publisher = {Springer},
+  year = {2024},
+}"""
+CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy")
+# Scored inside each class of the next coarser level: every level but the coarsest has it.
+WITHIN_PARENT_METRICS = ("within_coarse_v_measure",)
+PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
+SETFIT_METRICS = ("setfit_accuracy", "setfit_f1_macro")
+KNOWN_METRICS = CLUSTERING_METRICS + WITHIN_PARENT_METRICS + PROBE_METRICS + SETFIT_METRICS
 FEWSHOT_MODES = ("probe", "setfit")
 
 MAIN_SCORE_DEFINITION = (

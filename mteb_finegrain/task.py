@@ -16,24 +16,12 @@ from mteb.abstasks.task_metadata import TaskMetadata
 
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import CardData, load_card_data
-from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.evaluation import resolve_layers, score_stage
-from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+from mteb_finegrain.protocol import EVAL_SPLIT, MAIN_SCORE, PROTOCOL_VERSION, SEED_PAPER_BIBTEX, Protocol
 
 logger = logging.getLogger(__name__)
 
-MAIN_SCORE = "selected_layer_probe_accuracy"
-EVAL_SPLIT = "test"  # the MTEB-facing split name; the card says which of its splits it is
 
-SEED_PAPER_BIBTEX = """@inproceedings{anjum-krestel-2024-finetuning,
-  title = {Fine-Tuning {BERT} On Coarse-Grained Labels: Exploring Hidden States For Fine-Grained Classification},
-  author = {Anjum, Aftab and Krestel, Ralf},
-  booktitle = {Natural Language Processing and Information Systems (NLDB 2024)},
-  series = {Lecture Notes in Computer Science},
-  publisher = {Springer},
-  year = {2024},
-}"""
 
 
 class AbsTaskFineGrainHidden(AbsTask):
@@ -83,6 +71,11 @@ class AbsTaskFineGrainHidden(AbsTask):
         return stats
 
     def _evaluate_subset(self, model: Any, data_split: CardData, *, hf_split: str, hf_subset: str, encode_kwargs: Any, **kwargs: Any) -> dict:
+        # Imported here, not at the top: registering the tasks (while mteb itself is being
+        # imported) must not import the encoder, which imports mteb.
+        from mteb_finegrain.encoder import LayerEncoder
+        from mteb_finegrain.evaluation import resolve_layers, score_stage
+
         card = self.cards[hf_subset]
         protocol = self.protocol
         batch_size = (encode_kwargs or {}).get("batch_size") or protocol.batch_size

@@ -218,7 +218,8 @@ def test_build_is_deterministic_and_escapes_names(tmp_path, board):
     rows = list(csv.DictReader(io.StringIO(first["leaderboard.csv"].decode())))
     assert list(rows[0]) == ["model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std"]
     keys = {(r["model"], r["task"], r["subset"], r["stage"], r["level"], r["layer"], r["metric"], r["shots"]) for r in rows}
-    assert len(keys) == len(rows) == (2 * 13 * 2 + 2 * 7 * 2 + 7 * 2) * (5 + 2 * 5)
+    # per stage and layer: coarse level 4 clustering scores, fine level 5 (with within-parent), 2 probe metrics x 5 shots per level
+    assert len(keys) == len(rows) == (2 * 13 * 2 + 2 * 7 * 2 + 7 * 2) * (4 + 5 + 2 * 2 * 5)
     assert {r["model"] for r in rows} == {XSS_NAME, "org/model-a", "solo/trec-only"}
 
 
@@ -296,7 +297,7 @@ def test_model_without_hidden_states_is_accepted_with_the_pretrained_stage_only(
     add_submission(write_submission(tmp_path / "a"), board)
     build_leaderboard(board)
 
-    from mteb_finegrain.leaderboard.build import summarize
+    from mteb_finegrain.leaderboard.summary import summarize
 
     models = {m["model"]: m for m in summarize(board)["models"]}
     ctrl = models["org/control"]

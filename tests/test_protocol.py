@@ -86,3 +86,13 @@ def test_every_imported_third_party_module_is_a_declared_dependency():
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("mteb_finegrain", "mteb_finegrain_autoload")}
     assert third_party - provided == set()
+
+
+def test_leaderboard_code_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, mteb_finegrain.leaderboard.cli; print(sorted(m for m in ('torch', 'mteb', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -4,7 +4,8 @@
 ``cite``) to the ``mteb-finegrain`` command line.
 """
 
-from mteb_finegrain.leaderboard.build import build_leaderboard, summarize
+from mteb_finegrain.leaderboard.build import build_leaderboard
+from mteb_finegrain.leaderboard.summary import summarize
 from mteb_finegrain.leaderboard.cite import cite_model
 from mteb_finegrain.leaderboard.cli import add_leaderboard_parser
 from mteb_finegrain.leaderboard.store import add_submission, entries

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from mteb_finegrain.cards import TaskCard, discover_cards
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.task import SEED_PAPER_BIBTEX
+from mteb_finegrain.leaderboard.summary import summarize
+from mteb_finegrain.protocol import SEED_PAPER_BIBTEX
 
 BENCHMARK_BIBTEX = """@software{mteb_finegrain,
   title = {{mteb-finegrain}: {FineGrainHidden}, fine-grained label information in the hidden layers of embedding models ({MTEB} plugin and leaderboard)},
@@ -79,8 +80,6 @@ def cite_model(leaderboard_dir: str | Path, name: str, *, bibtex: bool = False) 
     FineGrainError
         If the model is not in the leaderboard (the message lists the models that are).
     """
-    from mteb_finegrain.leaderboard.build import summarize
-
     summary = summarize(leaderboard_dir)
     found = [m for m in summary["models"] if name in (m["model"], m["folder"])]
     if not found:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.leaderboard.build import build_leaderboard, summarize
+from mteb_finegrain.leaderboard.build import build_leaderboard
+from mteb_finegrain.leaderboard.summary import summarize
 from mteb_finegrain.leaderboard.cite import cite_model
 from mteb_finegrain.leaderboard.store import DEFAULT_LEADERBOARD_DIR, add_submission
 

@@ -18,16 +18,19 @@ from pathlib import Path
 from mteb_finegrain.cards import TaskCard, discover_cards
 from mteb_finegrain.data import data_dir, has_packaged_data, load_card_data
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
+from mteb_finegrain.protocol import (
+    CLUSTERING_METRICS,
+    EVAL_SPLIT,
+    KNOWN_METRICS,
+    MAIN_SCORE,
+    PROBE_METRICS,
+    PROTOCOL_VERSION,
+    STAGES,
+    WITHIN_PARENT_METRICS,
+    Protocol,
+)
 from mteb_finegrain.results import TASK_PREFIX, find_result_files, record_key, subset_problems
-from mteb_finegrain.task import EVAL_SPLIT, MAIN_SCORE
 
-CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure")
-# Scored inside each class of the next coarser level: absent at the coarsest level.
-WITHIN_PARENT_METRICS = ("within_coarse_v_measure",)
-PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
-SETFIT_METRICS = ("setfit_accuracy", "setfit_f1_macro")
-KNOWN_METRICS = CLUSTERING_METRICS + PROBE_METRICS + SETFIT_METRICS
 # ARI is chance-corrected and may go below zero; every other score is a share in [0, 1].
 SIGNED_METRICS = ("ari",)
 # Settings that do not change the scores (encode batch size) or only add optional metrics.
@@ -164,7 +167,7 @@ def _check_records(records, layers: list[int], shots: list[int], where: str, sta
             problems.append(f"{label}: std {std!r} must be a number >= 0")
         seen[key] = value
     expected = [
-        (level, m, None) for depth, level in enumerate(levels) for m in CLUSTERING_METRICS if depth > 0 or m not in WITHIN_PARENT_METRICS
+        (level, m, None) for depth, level in enumerate(levels) for m in CLUSTERING_METRICS + (WITHIN_PARENT_METRICS if depth > 0 else ())
     ] + [(level, m, n) for level in levels for n in shots for m in PROBE_METRICS]
     for stage in stages:
         if not any(key[0] == stage for key in seen):

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v_measure_score
 from sklearn.metrics.cluster import contingency_matrix
 
-CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy")
+from mteb_finegrain.protocol import CLUSTERING_METRICS
 
 
 def cluster_accuracy(labels: Sequence, clusters: Sequence[int]) -> float:

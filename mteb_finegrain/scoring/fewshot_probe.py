@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
+from mteb_finegrain.protocol import PROBE_METRICS  # noqa: F401  (the metric names this module scores)
 
 
 def fewshot_indices(labels: Sequence[str], shots: Sequence[int], seed: int) -> dict[int, list[int]]:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SETFIT_METRICS = ("setfit_accuracy", "setfit_f1_macro")
+from mteb_finegrain.protocol import SETFIT_METRICS  # noqa: E402
 # Texts on which a truncated copy must reproduce the original's layer-k embedding.
 _CHECK_TEXTS = ("a short check sentence", "another, somewhat longer sentence to check the truncation")
 
