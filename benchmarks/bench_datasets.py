@@ -31,7 +31,9 @@ BIN = Path(sys.executable).parent
 def run_measured(args: list[str], env: dict) -> tuple[float, float]:
     """Run ``args``; return (wall seconds, peak RSS in MB of the process tree)."""
     start = time.perf_counter()
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: a pipe nobody reads fills up and blocks the run for good.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
     peak = 0
     root = psutil.Process(process.pid)
     while process.poll() is None:
@@ -43,7 +45,9 @@ def run_measured(args: list[str], env: dict) -> tuple[float, float]:
         time.sleep(0.2)
     wall = time.perf_counter() - start
     if process.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{process.stderr.read().decode()[-3000:]}")
+        log.seek(0)
+        raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{log.read().decode(errors='replace')[-3000:]}")
+    log.close()
     return wall, peak / 2**20
 
 

@@ -163,6 +163,8 @@ PATHS = [
     ("scores", "test", 0, "card", "levels"), ("scores", "test", 0, "card", "data"), ("scores", "test", 0, "model"), ("scores", "test", 0, "model", "layers"),
     ("scores", "test", 0, "model", "name"), ("scores", "test", 0, "settings"), ("scores", "test", 0, "settings", "shots"),
     ("scores", "test", 0, "protocol_version"), ("scores", "test", 0, "hf_subset"),
+    # Free-form places: most edits here are accepted, so markup reaches the built page.
+    ("scores", "test", 0, "card", "note"), ("scores", "test", 0, "model", "note"), ("evaluation_time",), ("scores", "test", 0, "main_score_definition"),
 ]
 META_KEYS = ["name", "revision", "n_parameters", "reference", "framework"]
 edits = st.lists(st.tuples(st.sampled_from(PATHS), st.one_of(st.just("<delete>"), values, st.sampled_from([math.nan, math.inf, -1.5, 2.0, 99, -7, "</script><script>alert(1)</script>"]))), min_size=1, max_size=3)
