@@ -55,8 +55,20 @@ def register_tasks() -> dict[str, type]:
             raise FineGrainError(f"task name {name} is already used by mteb")
         registry._TASKS_REGISTRY[name] = cls
         _registered[name] = cls
-    registry.TASK_LIST = (*registry.TASK_LIST, *classes)
+    rebind_task_list(registry.TASK_LIST, (*registry.TASK_LIST, *classes))
     return _registered
+
+
+def rebind_task_list(old: tuple, new: tuple) -> None:
+    """Replace mteb's ``TASK_LIST`` by ``new`` wherever a loaded module holds the ``old`` tuple.
+
+    ``mteb.get_tasks`` owns it, but a module that did ``from mteb.get_tasks import TASK_LIST``
+    earlier (mteb's API server does) holds its own reference: rebinding only the owner would let
+    the two listings disagree.
+    """
+    for module in list(sys.modules.values()):
+        if getattr(module, "TASK_LIST", None) is old:
+            module.TASK_LIST = new
 
 
 def register_models() -> None:
@@ -132,6 +144,12 @@ def _load_local_model(folder: str, model_name: str | None = None, revision: str 
     return wrapper
 
 
+def _registry_names():
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    return MODEL_REGISTRY
+
+
 def _patch_get_model_meta(mteb_module: ModuleType) -> None:
     """Let ``mteb.get_model`` / ``mteb run -m`` take a local model directory, also offline.
 
@@ -145,7 +163,9 @@ def _patch_get_model_meta(mteb_module: ModuleType) -> None:
 
     @functools.wraps(original)
     def get_model_meta(model_name, revision=None, *args, **kwargs):
-        if isinstance(model_name, (str, os.PathLike)) and Path(model_name).is_dir():
+        # Only names mteb's registry does not know: a folder that happens to be called like a
+        # registered model (e.g. ./intfloat/e5-small) does not shadow it.
+        if isinstance(model_name, (str, os.PathLike)) and str(model_name) not in _registry_names() and Path(model_name).is_dir():
             return local_model_meta(model_name, revision)
         return original(model_name, revision, *args, **kwargs)
 
@@ -178,7 +198,11 @@ def unknown_tasks_message(unknown: list[str]) -> str:
 
 
 def _wrap_cli_main(cli_module: ModuleType) -> None:
-    """Make ``mteb`` print one line and exit 2 on bad input to a FineGrainHidden run."""
+    """Make ``mteb`` print one line and exit 2 on bad input to a FineGrainHidden run.
+
+    Only this plugin's own errors (``FineGrainError``) are caught; every error of mteb itself
+    (an unknown task or model of mteb's) reaches the user as mteb prints it.
+    """
     original = cli_module.main
     if getattr(original, "_finegrain", False):
         return
@@ -188,14 +212,8 @@ def _wrap_cli_main(cli_module: ModuleType) -> None:
         try:
             _check_task_names(sys.argv[1:])
             return original(*args, **kwargs)
-        except FineGrainError as exc:
+        except FineGrainError as exc:  # input errors of our own tasks only; mteb's stay mteb's
             sys.stderr.write(f"mteb: error: {exc}\n")
-            raise SystemExit(2) from None
-        except KeyError as exc:  # mteb.get_task's "'X' not found. Did you mean ..."
-            message = str(exc.args[0]) if exc.args else ""
-            if "not found" not in message:
-                raise
-            sys.stderr.write(f"mteb: error: unknown task {message.removeprefix('KeyError: ')}\n")
             raise SystemExit(2) from None
 
     main._finegrain = True

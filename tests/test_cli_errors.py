@@ -107,3 +107,40 @@ def test_a_card_mteb_refuses_is_skipped_with_one_line_and_the_rest_still_works(e
     run = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--output-folder", str(tmp_path / "ok")], env, tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert list((tmp_path / "ok").rglob("FineGrainHiddenTiny.json"))
+
+
+def test_mteb_errors_stay_mteb_errors(env, tiny_model_dir, tmp_path):
+    """The start-up hook rewrites only errors of FineGrainHidden tasks, never mteb's own."""
+    result = _cli([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTiny", "-m", "no-such/model", "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    assert result.returncode != 0
+    assert "mteb: error:" not in result.stderr and "unknown task" not in result.stderr
+    assert "no-such/model" in result.stderr.strip().splitlines()[-1]
+
+
+def test_task_lists_agree(env, tmp_path):
+    code = (
+        "import sys, mteb; g = sys.modules['mteb.get_tasks']; "
+        "names = lambda tasks: sorted(t.metadata.name for t in tasks if t.metadata.name.startswith('FineGrainHidden')); "
+        "print(names(mteb.get_tasks()) == names(g.TASK_LIST) == sorted(n for n in g._TASKS_REGISTRY if n.startswith('FineGrainHidden')), names(g.TASK_LIST))"
+    )
+    listed = _cli([sys.executable, "-c", code], env, tmp_path)
+    assert listed.stdout.startswith("True"), listed.stdout + listed.stderr
+    assert "FineGrainHiddenTiny" in listed.stdout
+    available = _cli([str(BIN / "mteb"), "available-tasks"], env, tmp_path)
+    for name in ("FineGrainHidden", "FineGrainHiddenTREC", "FineGrainHiddenGoEmotions", "FineGrainHiddenTiny"):
+        assert name in available.stdout, name
+
+
+def test_a_module_that_copied_the_task_list_early_sees_the_new_one(monkeypatch):
+    import types
+
+    from mteb_finegrain._plugin import rebind_task_list
+
+    old, new = ("a",), ("a", "b")
+    owner, copier, other = types.ModuleType("owner"), types.ModuleType("copier"), types.ModuleType("other")
+    owner.TASK_LIST = copier.TASK_LIST = old
+    other.TASK_LIST = tuple(["a"])  # equal but not the same object: someone else's list, left alone
+    for module in (owner, copier, other):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    rebind_task_list(old, new)
+    assert owner.TASK_LIST is new and copier.TASK_LIST is new and other.TASK_LIST == ("a",)
