@@ -84,3 +84,46 @@ def test_report_on_missing_dir_is_one_clear_error(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "none")]) == 2
     assert "results directory does not exist" in capsys.readouterr().err
+
+
+def test_setfit_mode_through_the_task_and_the_report(finegrain_env, tiny_st, tmp_path, capsys):
+    from mteb_finegrain.cli import main
+    from mteb_finegrain.protocol import SetFitSettings
+
+    setfit = SetFitSettings(shots=2, seeds=1, num_iterations=1, max_steps=2, batch_size=4)
+    results = _run(finegrain_env, tiny_st, tmp_path / "out", fewshot="setfit", setfit=setfit, shots=(1, 2), main_shots=2)
+    records = [r for r in results[0].records() if r["metric"].startswith("setfit")]
+    selected = results[0].scores["selected_layer"]
+    assert {(r["stage"], r["layer"], r["level"]) for r in records} == {(s, layer, "fine") for s in selected for layer in {selected[s], 2}}
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert "setfit_accuracy@2 coarse_tuned layer 2" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "out"), "--json"]) == 0
+    assert any(r["mode"] == "setfit" for r in json.loads(capsys.readouterr().out))
+
+
+def test_aggregate_task_runs_every_packaged_dataset(tiny_st, tmp_path, monkeypatch):
+    """FineGrainHidden on the real packaged data (a tiny model, one seed, pretrained only)."""
+    import mteb_finegrain  # noqa: F401
+
+    monkeypatch.delenv("MTEB_FINEGRAIN_DATA_DIR", raising=False)
+    task = type(mteb.get_task("FineGrainHidden"))(protocol=fast_protocol(stages=("pretrained",), shots=(8,), clustering_seeds=1, probe_seeds=1), show_progress_bar=False)
+    mteb.evaluate(tiny_st, [task], cache=mteb.ResultCache(str(tmp_path / "out")), overwrite_strategy="always", show_progress_bar=False)
+    results = {r.subset: r for r in load_results(tmp_path / "out")}
+    assert set(results) == {"TREC", "CLINC150", "MASSIVE", "GoEmotions"}
+    assert results["GoEmotions"].levels == ["sentiment", "ekman", "emotion"]
+    for result in results.values():
+        assert result.scores["card"]["data_source"] == "packaged copy"
+        assert {r["level"] for r in result.records()} == set(result.levels)
+
+
+def test_leaderboard_accepts_a_result_the_task_wrote(finegrain_env, tiny_st, tmp_path):
+    """The validator on a real result file (default protocol), not a hand-written fixture."""
+    from mteb_finegrain.leaderboard import add_submission
+    from mteb_finegrain.protocol import Protocol
+
+    task = make_task_class(load_card(finegrain_env["card"]))(protocol=Protocol(), show_progress_bar=False)
+    mteb.evaluate(tiny_st, [task], cache=mteb.ResultCache(str(tmp_path / "out")), overwrite_strategy="always", show_progress_bar=False)
+    (meta_file,) = (tmp_path / "out").rglob("model_meta.json")
+    submission, entry = add_submission(meta_file.parent, tmp_path / "board")
+    assert submission.cards == ["Tiny"] and submission.notes == []
+    assert (entry / "FineGrainHiddenTiny.json").is_file()
