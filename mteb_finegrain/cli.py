@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-revision", default=None)
     run.add_argument("--stages", help="comma-separated: pretrained,coarse_tuned (default both)")
     run.add_argument("--layers", help="'all' (default) or comma-separated layer numbers, e.g. 0,3,6")
-    run.add_argument("--pooling", choices=["mean", "cls"], help="token pooling (default mean)")
+    run.add_argument("--pooling", choices=["mean", "cls", "model"], help="token pooling: mean (default), cls, or model = each model's own sentence-transformers pooling")
     run.add_argument("--shots", help="examples per fine class for the probe (default 1,2,4,8,16)")
     run.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
     run.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")

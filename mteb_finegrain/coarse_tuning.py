@@ -45,7 +45,7 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("mteb-finegrain"))
 
 
-def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str) -> dict:
+def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str, prompt: str | None = None) -> dict:
     """Everything that determines the coarse-tuned weights."""
     return {
         "train_level": protocol.train_level_name(card.level_names),
@@ -55,7 +55,8 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "card_version": card.version,
         "data": data_hash,
         "protocol_version": PROTOCOL_VERSION,
-        "pooling": protocol.pooling,
+        "pooling": encoder.pooling,
+        "prompt": prompt,
         "seed": protocol.seed,
         "training": asdict(protocol.coarse_training),
     }
@@ -75,12 +76,14 @@ def split_hash(split: LabelledSplit, level: int = 0) -> str:
     return digest.hexdigest()
 
 
-def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol: Protocol, show_progress_bar: bool = True):
+def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol: Protocol, show_progress_bar: bool = True, prompt: str | None = None):
     """Fine-tune a deep copy of ``encoder``'s SentenceTransformer on coarse labels; return it.
 
     The classification head is discarded after training: only the encoder weights are scored.
     """
     settings = protocol.coarse_training
+    if prompt:  # trained on the texts the model's encoder sees, as every layer is scored on them
+        texts = [prompt + text for text in texts]
     torch.manual_seed(protocol.seed)
     model = copy.deepcopy(encoder.sentence_transformer)
     transformer = model[0].auto_model
@@ -107,7 +110,7 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
                 idx = order[start : start + settings.batch_size]
                 batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt").to(device)
                 hidden = transformer(**batch, return_dict=True).last_hidden_state
-                logits = head(pool_hidden_state(hidden, batch["attention_mask"], protocol.pooling))
+                logits = head(pool_hidden_state(hidden, batch["attention_mask"], encoder.pooling))
                 loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device))
                 optimizer.zero_grad()
                 loss.backward()
@@ -122,7 +125,7 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
     return model
 
 
-def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: TaskCard, protocol: Protocol, show_progress_bar: bool = True) -> LayerEncoder:
+def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: TaskCard, protocol: Protocol, show_progress_bar: bool = True, prompt: str | None = None) -> LayerEncoder:
     """A ``LayerEncoder`` on the coarse-tuned copy of ``encoder``, from the cache when present.
 
     Parameters
@@ -141,7 +144,7 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     level = protocol.train_level_name(card.level_names)
     depth = card.level_names.index(level)
     labels = split.levels[depth]
-    key = checkpoint_key(encoder, card, protocol, split_hash(split, depth))
+    key = checkpoint_key(encoder, card, protocol, split_hash(split, depth), prompt)
     target = _key_dir(key)
     device = next(encoder.sentence_transformer.parameters()).device
     if (target / _COMPLETE).is_file():
@@ -149,7 +152,7 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
         model = SentenceTransformer(str(target), device=str(device), local_files_only=True)
     else:
         logger.info("Coarse fine-tuning on level %r (%d classes)", level, len(set(labels)))
-        model = train_on_coarse(encoder, split.texts, labels, protocol, show_progress_bar)
+        model = train_on_coarse(encoder, split.texts, labels, protocol, show_progress_bar, prompt=prompt)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
         try:

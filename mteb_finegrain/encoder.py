@@ -27,17 +27,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
+# What a LayerEncoder can be asked for: "model" applies the model's own sentence-transformers
+# Pooling mode to every layer. The modes it can resolve to are POOLING_MODES.
+POOLING_MODES = ("mean", "cls", "lasttoken", "max")
+POOLINGS = (*POOLING_MODES, "model")
 
 
 def pool_hidden_state(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool token states ``(batch, tokens, dim)`` to ``(batch, dim)``.
 
     ``mean`` averages the non-padding tokens (as sentence-transformers' Pooling does); ``cls``
-    takes the first token.
+    takes the first token; ``lasttoken`` the last non-padding token (left or right padding);
+    ``max`` the per-dimension maximum over non-padding tokens.
     """
     if pooling == "cls":
         return hidden[:, 0]
+    if pooling == "lasttoken":
+        # The last position whose mask is 1, found from the right, works for both paddings.
+        flipped = attention_mask.flip(dims=[1]).to(torch.long).argmax(dim=1)
+        last = attention_mask.shape[1] - 1 - flipped
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if pooling == "max":
+        masked = hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min)
+        return masked.max(dim=1).values
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
@@ -63,8 +75,10 @@ class LayerEncoder(AbsEncoder):
         final embedding only: it then has one "layer", ``-1``.
     layer : int or None, default=None
         Layer returned by :meth:`encode` (MTEB encoder use). None means the last layer.
-    pooling : {"mean", "cls"}, default="mean"
-        How token states become one vector: mean over non-padding tokens, or the first token.
+    pooling : {"mean", "cls", "model"}, default="mean"
+        How token states become one vector: mean over non-padding tokens, the first token, or
+        the model's own sentence-transformers Pooling mode (cls, mean, lasttoken or max) applied
+        to every layer. ``pooling_setting`` keeps what was asked, ``pooling`` what is applied.
     batch_size : int, default=32
     revision : str or None, default=None
         Model revision when ``model`` is a hub id.
@@ -85,6 +99,7 @@ class LayerEncoder(AbsEncoder):
     ) -> None:
         if pooling not in POOLINGS:
             raise FineGrainError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling_setting = pooling
         if not isinstance(batch_size, int) or batch_size < 1:
             raise FineGrainError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(model, str):
@@ -105,7 +120,40 @@ class LayerEncoder(AbsEncoder):
         if self._transformer is None and not hasattr(model, "encode"):
             raise FineGrainError(f"cannot encode with {type(model).__name__}: it has no encode()")
         self.mteb_model_meta = self._model_meta(model)
+        self.pooling = self._model_pooling() if pooling == "model" and self.has_hidden_states else pooling
         self.layer = self.check_layer(layer) if layer is not None else self.layers[-1]
+
+    def _model_pooling(self) -> str:
+        """The pooling mode of the model's own sentence-transformers Pooling module."""
+        modules = list(self.sentence_transformer) if self.sentence_transformer is not None else []
+        modes = [getattr(m, "get_config_dict", dict)().get("pooling_mode") for m in modules]
+        modes = [mode for mode in modes if mode]
+        if not modes:
+            raise FineGrainError(f"pooling 'model': {self.model_name} has no sentence-transformers Pooling module to take the pooling from; use 'mean' or 'cls'")
+        if modes[0] not in POOLING_MODES:
+            raise FineGrainError(f"pooling 'model': {self.model_name} pools with {modes[0]!r}, which per-layer pooling does not support ({', '.join(POOLING_MODES)})")
+        return modes[0]
+
+    def prompt_for(self, task_metadata: Any, prompt_type: Any = None) -> str | None:
+        """The prompt the model's own mteb encoder would put before each text of this task.
+
+        mteb's prompt selection (task name, task type, prompt type) over the model's prompts
+        (those of mteb's wrapper, else the sentence-transformers model's), then the model's
+        ``default_prompt_name`` as sentence-transformers falls back to it. None: no prompt.
+        """
+        st = self.sentence_transformer
+        if task_metadata is None or st is None:
+            return None
+        from mteb.models.abs_encoder import get_prompt_name
+
+        prompts = getattr(self.source, "model_prompts", None)
+        if prompts is None:
+            prompts = {k: v for k, v in (getattr(st, "prompts", None) or {}).items() if v is not None}
+        name = get_prompt_name(prompts, task_metadata, prompt_type) if prompts else None
+        prompt = prompts.get(name) if name else None
+        if prompt is None and getattr(st, "default_prompt_name", None):
+            prompt = (st.prompts or {}).get(st.default_prompt_name)
+        return prompt or None
 
     # -- what the model offers -------------------------------------------------------------
     @property
@@ -172,12 +220,15 @@ class LayerEncoder(AbsEncoder):
         return out
 
     # -- encoding ------------------------------------------------------------------------------
-    def encode_layers(self, texts: Sequence[str], **encode_context: Any) -> np.ndarray:
+    def encode_layers(self, texts: Sequence[str], prompt: str | None = None, **encode_context: Any) -> np.ndarray:
         """Pooled embeddings of every layer in one pass.
 
         Parameters
         ----------
         texts : sequence of str
+        prompt : str or None
+            Put before every text (as sentence-transformers does with a prompt), so that every
+            layer sees the text the model's own encoder would see.
         **encode_context
             ``task_metadata``, ``hf_split``, ``hf_subset``: passed on to a model without hidden
             states, whose own ``encode`` needs them.
@@ -189,6 +240,8 @@ class LayerEncoder(AbsEncoder):
         texts = list(texts)
         if not self.has_hidden_states:
             return self._encode_final_only(texts, **encode_context)[None]
+        if prompt:
+            texts = [prompt + text for text in texts]
         transformer = self._transformer
         tokenizer = self.sentence_transformer.tokenizer
         max_length = self.sentence_transformer.max_seq_length
@@ -229,5 +282,6 @@ class LayerEncoder(AbsEncoder):
     def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
         """MTEB encoder interface: the pooled embedding of ``self.layer``."""
         texts = [text for batch in inputs for text in batch["text"]]
-        embeddings = self.encode_layers(texts, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset)
+        prompt = self.prompt_for(task_metadata, prompt_type)
+        embeddings = self.encode_layers(texts, prompt=prompt, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset)
         return embeddings[self.layers.index(self.layer)]

@@ -78,6 +78,7 @@ def score_stage(
     protocol: Protocol,
     stage: str,
     show_progress_bar: bool = True,
+    prompt: str | None = None,
     **encode_context,
 ) -> StageScores:
     """Score every selected layer of ``encoder`` on ``data``, at every level of the hierarchy.
@@ -94,6 +95,8 @@ def score_stage(
     stage : str
         Label written into the records (``pretrained`` or ``coarse_tuned``).
     show_progress_bar : bool, default=True
+    prompt : str or None
+        Put before every text (the model's own prompt for the task).
     **encode_context
         Passed to ``encode_layers`` (only models without hidden states use it).
 
@@ -120,7 +123,7 @@ def score_stage(
     where = {pool_index: row for row, pool_index in enumerate(needed)}
 
     def encode(texts):
-        return encoder.encode_layers(texts, **encode_context)[positions]
+        return encoder.encode_layers(texts, prompt=prompt, **encode_context)[positions]
 
     logger.info("Encoding %d evaluation, %d validation, %d few-shot texts", len(data.evaluation), len(data.validation), len(needed))
     eval_x = encode(data.evaluation.texts)

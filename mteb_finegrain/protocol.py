@@ -84,7 +84,9 @@ class Protocol:
         ``pretrained`` and/or ``coarse_tuned``.
     layers : tuple of int or None
         Layers to score; None scores every layer.
-    pooling : {"mean", "cls"}
+    pooling : {"mean", "cls", "model"}
+        ``model``: each model's own sentence-transformers pooling, applied to every layer; the
+        default ``mean`` is one fixed choice, so that scores of different models compare.
     shots : tuple of int
         Examples per fine class for the probe.
     main_shots : int
@@ -112,8 +114,8 @@ class Protocol:
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise FineGrainError(f"stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
-        if self.pooling not in ("mean", "cls"):
-            raise FineGrainError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if self.pooling not in ("mean", "cls", "model"):
+            raise FineGrainError(f"pooling must be 'mean', 'cls' or 'model', got {self.pooling!r}")
         if self.fewshot not in FEWSHOT_MODES:
             raise FineGrainError(f"fewshot must be one of {FEWSHOT_MODES}, got {self.fewshot!r}")
         if not self.shots or any(not isinstance(n, int) or n < 1 for n in self.shots):

@@ -81,6 +81,14 @@ class AbsTaskFineGrainHidden(AbsTask):
         batch_size = (encode_kwargs or {}).get("batch_size") or protocol.batch_size
         if isinstance(model, LayerEncoder):
             encoder = model
+            # The results must say how they were made: a LayerEncoder that pools otherwise than
+            # the protocol says is refused rather than recorded under the protocol's pooling.
+            if encoder.pooling_setting != protocol.pooling:
+                raise FineGrainError(
+                    f"the LayerEncoder pools with {encoder.pooling_setting!r} but the task's protocol says {protocol.pooling!r}: "
+                    f"create the task with Protocol(pooling={encoder.pooling_setting!r}) (mteb-finegrain run --pooling {encoder.pooling_setting}) "
+                    f"or the encoder with pooling={protocol.pooling!r}"
+                )
         else:
             encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
         resolve_layers(encoder, protocol)  # a layer out of range fails before any work
@@ -91,6 +99,8 @@ class AbsTaskFineGrainHidden(AbsTask):
         if getattr(encoder.source, "fit_on_coarse_train_texts", False):
             encoder.source.fit(data_split.coarse_train.texts)
         context = {"task_metadata": self.metadata, "hf_split": hf_split, "hf_subset": hf_subset}
+        # The text every layer sees: the model's own prompt for this task, if it has one.
+        prompt = encoder.prompt_for(self.metadata)
         records, validation, selected = [], {}, {}
         for stage in protocol.stages:
             stage_encoder = encoder
@@ -100,8 +110,8 @@ class AbsTaskFineGrainHidden(AbsTask):
                     continue
                 from mteb_finegrain.coarse_tuning import coarse_tuned_encoder
 
-                stage_encoder = coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar)
-            scores = score_stage(stage_encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, **context)
+                stage_encoder = coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar, prompt=prompt)
+            scores = score_stage(stage_encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, prompt=prompt, **context)
             records.extend(scores.records)
             if protocol.fewshot == "setfit":
                 from mteb_finegrain.scoring.setfit_fewshot import setfit_records
@@ -147,9 +157,11 @@ class AbsTaskFineGrainHidden(AbsTask):
                 "revision": encoder.mteb_model_meta.revision,
                 "layers": encoder.layers,
                 "hidden_states": encoder.has_hidden_states,
+                "pooling": encoder.pooling if encoder.has_hidden_states else None,  # what was applied ("model" resolved)
+                "prompt": prompt,
                 "note": None if encoder.has_hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)",
             },
-            "settings": protocol.to_dict(),
+            "settings": protocol.to_dict() | {"batch_size": encoder.batch_size},  # the batch size that was used
             "selected_layer": selected,
             "validation_probe_accuracy": validation,
             "records": records,

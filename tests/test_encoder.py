@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mteb_finegrain.encoder import LayerEncoder
+from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
 from mteb_finegrain.errors import FineGrainError
 
 TEXTS = ["the ant0 ant1", "a very small oak3 oak4 oak5 and the elm1", "bee2"]
@@ -37,7 +37,7 @@ def test_layer_selection_and_errors(tiny_st):
     with pytest.raises(FineGrainError, match="layer 7 is out of range.*valid layers are 0..2"):
         LayerEncoder(tiny_st, layer=7)
     with pytest.raises(FineGrainError, match="pooling must be one of"):
-        LayerEncoder(tiny_st, pooling="max")
+        LayerEncoder(tiny_st, pooling="median")
 
 
 def test_mteb_encoder_interface_returns_chosen_layer(tiny_st):
@@ -70,3 +70,44 @@ def test_model_without_hidden_states_has_one_final_layer():
     assert not encoder.has_hidden_states and encoder.layers == [-1]
     out = encoder.encode_layers(TEXTS)
     assert out.shape == (1, 3, 2)
+
+
+def test_model_pooling_applies_the_models_own_pooling_mode(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    for mode in ("cls", "lasttoken", "mean"):
+        transformer = Transformer(str(tiny_model_dir))
+        model = SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode=mode)], device="cpu")
+        encoder = LayerEncoder(model, pooling="model", show_progress_bar=False)
+        assert (encoder.pooling_setting, encoder.pooling) == ("model", mode)
+        texts = ["ant0 ant1 the", "oak2", "bee1 bee2 bee3 a of"]
+        # The last layer pooled like the model pools equals the model's own embedding.
+        assert np.allclose(encoder.encode_layers(texts)[-1], model.encode(texts), atol=1e-5)
+
+
+def test_lasttoken_and_max_pooling_ignore_padding():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    right = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    left = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    assert pool_hidden_state(hidden, right, "lasttoken").tolist() == [[2.0, 3.0], [10.0, 11.0]]
+    assert pool_hidden_state(hidden, left, "lasttoken").tolist() == [[4.0, 5.0], [10.0, 11.0]]
+    assert pool_hidden_state(-hidden, right, "max").tolist() == [[0.0, -1.0], [-6.0, -7.0]]
+
+
+def test_prompt_reaches_every_layer(tiny_model_dir):
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    import mteb_finegrain  # noqa: F401
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu", prompts={"Classification": "ant0 ant0 "})
+    encoder = LayerEncoder(model, show_progress_bar=False)
+    metadata = mteb.get_task("FineGrainHiddenTREC").metadata  # type Classification
+    assert encoder.prompt_for(metadata) == "ant0 ant0 "
+    texts = ["oak1 the", "bee2 a"]
+    plain = encoder.encode_layers(texts)
+    prompted = encoder.encode_layers(texts, prompt=encoder.prompt_for(metadata))
+    assert np.array_equal(prompted, encoder.encode_layers(["ant0 ant0 " + t for t in texts]))
+    assert all(not np.allclose(prompted[k], plain[k]) for k in range(len(encoder.layers)))
+    assert LayerEncoder(SentenceTransformer(str(tiny_model_dir), device="cpu"), show_progress_bar=False).prompt_for(metadata) is None

@@ -377,3 +377,10 @@ def test_absolute_paths_of_the_machine_are_refused(tmp_path, board):
     assert "reference holds the absolute path 'file:///root/.cache/models/x'" in message
     assert "card.note holds the absolute path '/home/alice/data/trec'" in message
     assert not board.exists()
+
+
+def test_pooling_that_contradicts_the_settings_is_refused(tmp_path, board):
+    submission_dir = write_submission(tmp_path / "sub")
+    edit_results(submission_dir, lambda s: s["model"].update(pooling="cls"))
+    with pytest.raises(FineGrainError, match="model.pooling 'cls' contradicts settings.pooling 'mean'"):
+        add_submission(submission_dir, board)

@@ -127,3 +127,34 @@ def test_leaderboard_accepts_a_result_the_task_wrote(finegrain_env, tiny_st, tmp
     submission, entry = add_submission(meta_file.parent, tmp_path / "board")
     assert submission.cards == ["Tiny"] and submission.notes == []
     assert (entry / "FineGrainHiddenTiny.json").is_file()
+
+
+def test_a_passed_in_layer_encoder_runs_and_must_agree_with_the_protocol(finegrain_env, tiny_st, tmp_path):
+    from mteb_finegrain.encoder import LayerEncoder
+    from mteb_finegrain.errors import FineGrainError
+
+    task_class = make_task_class(load_card(finegrain_env["card"]))
+    encoder = LayerEncoder(tiny_st, pooling="cls", batch_size=8, show_progress_bar=False)
+    task = task_class(protocol=fast_protocol(pooling="cls"), show_progress_bar=False)
+    mteb.evaluate(encoder, [task], cache=mteb.ResultCache(str(tmp_path / "ok")), overwrite_strategy="always", show_progress_bar=False)
+    scores = load_results(tmp_path / "ok")[0].scores
+    assert scores["settings"]["pooling"] == "cls" and scores["model"]["pooling"] == "cls"
+    assert scores["settings"]["batch_size"] == 8 and scores["model"]["prompt"] is None
+    with pytest.raises(FineGrainError, match="the LayerEncoder pools with 'cls' but the task's protocol says 'mean'"):
+        mteb.evaluate(encoder, [task_class(protocol=fast_protocol(), show_progress_bar=False)], cache=mteb.ResultCache(str(tmp_path / "bad")), overwrite_strategy="always", show_progress_bar=False)
+    assert not list((tmp_path / "bad").rglob("FineGrainHidden*.json"))
+
+
+def test_cli_pooling_cls_is_what_the_results_say(finegrain_env, tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--pooling", "cls",
+               "--stages", "pretrained", "--shots", "1,8", "--seeds", "1", "--output-folder", str(out), "--quiet"]
+    run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (result,) = load_results(out)
+    assert result.scores["settings"]["pooling"] == "cls" and result.scores["model"]["pooling"] == "cls"

@@ -228,6 +228,10 @@ def _check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHas
 
     settings = scores.get("settings")
     problems.extend(_check_settings(settings, where, hidden_states))
+    applied = model.get("pooling")  # absent in results written before it was recorded
+    asked = settings.get("pooling") if isinstance(settings, dict) else None
+    if hidden_states and applied is not None and asked != "model" and applied != asked:
+        problems.append(f"{where}: model.pooling {applied!r} contradicts settings.pooling {asked!r}")
     shots = settings.get("shots") if isinstance(settings, dict) and isinstance(settings.get("shots"), list) else []
     shots = [n for n in shots if isinstance(n, int) and not isinstance(n, bool)]  # a bad one is reported by _check_settings
     main_shots = settings.get("main_shots") if isinstance(settings, dict) else None

@@ -170,7 +170,7 @@ def _train_and_score(
     settings = protocol.setfit
     batch_size = encoder.batch_size
     set_seed(seed)
-    body = truncated_body(encoder, layer, protocol.pooling)
+    body = truncated_body(encoder, layer, encoder.pooling)
     # The probe's head: raw embeddings, the same solver settings and seed.
     model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=100, random_state=seed))
     with tempfile.TemporaryDirectory(prefix="finegrain-setfit-") as output_dir:
