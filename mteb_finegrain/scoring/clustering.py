@@ -1,6 +1,7 @@
-"""Clustering scores of one layer against the fine labels.
+"""Clustering scores of one layer against the labels of one level.
 
-k-means with k = number of fine classes, one run per seed; V-measure (MTEB's clustering score),
+k-means with k = number of classes, one run per seed, on every text; V-measure (the measure of MTEB's
+clustering tasks, though MTEB clusters bootstrapped subsets with MiniBatchKMeans instead),
 NMI (geometric normalisation: the arithmetic one equals V-measure), ARI and cluster accuracy
 (best one-to-one cluster -> class matching, Hungarian algorithm).
 """

@@ -1,9 +1,10 @@
 """Few-shot linear probe: logistic regression on n frozen-layer embeddings per fine class.
 
-This is SetFit's head stage without its contrastive body tuning. As in MTEB's classification
-tasks: ``LogisticRegression(max_iter=100)`` on the layer's embeddings, here after per-feature
+This is SetFit's head stage without its contrastive body tuning: ``LogisticRegression(max_iter=100)``
+on the layer's embeddings (the classifier MTEB's classification tasks use), after per-feature
 standardisation fitted on the few-shot examples (hidden states have a few huge dimensions, which
-makes lbfgs crawl without it). The few-shot samples depend on the seed only, never on the layer, so
+makes lbfgs crawl without it). MTEB samples and scales differently, so the scores are not MTEB
+classification scores. The few-shot samples depend on the seed only, never on the layer, so
 layers are compared on identical training sets.
 """
 
