@@ -142,6 +142,16 @@ def _model_of(result_file: Path, scores: dict) -> tuple[str, str | None]:
     return model.get("name") or result_file.parent.parent.name, revision if isinstance(revision, str) else None
 
 
+def read_task_result(path: Path):
+    """The file read by mteb's own ``TaskResult``; a file mteb cannot read is a ``FineGrainError``."""
+    from mteb.results import TaskResult
+
+    try:
+        return TaskResult.from_disk(Path(path))
+    except Exception as exc:  # mteb's reader raises KeyError, ValidationError, ... on bad files
+        raise FineGrainError(f"{path}: mteb cannot read this result file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def find_result_files(results_dir: str | Path) -> list[Path]:
     """Every ``FineGrainHidden*.json`` under ``results_dir``, sorted."""
     root = Path(results_dir)
@@ -177,16 +187,19 @@ def load_results(results_dir: str | Path) -> list[SubsetResult]:
                 problems = subset_problems(scores)
                 if problems:
                     raise FineGrainError(f"{path}: split {split!r} subset {i}: " + "; ".join(problems[:5]))
+        result = read_task_result(path)  # mteb's own reader: its fields, our records inside its scores
+        for split, subsets in result.scores.items():
+            for scores in subsets:
                 model, revision = _model_of(path, scores)
                 out.append(
                     SubsetResult(
                         path=path,
-                        task=data["task_name"] if isinstance(data.get("task_name"), str) else path.stem,
+                        task=result.task_name,
                         subset=scores.get("hf_subset", "default"),
                         model=model,
                         revision=revision,
-                        dataset_revision=data.get("dataset_revision"),
-                        mteb_version=data.get("mteb_version"),
+                        dataset_revision=result.dataset_revision,
+                        mteb_version=result.mteb_version,
                         scores=scores,
                     )
                 )

@@ -29,7 +29,7 @@ from mteb_finegrain.protocol import (
     WITHIN_PARENT_METRICS,
     Protocol,
 )
-from mteb_finegrain.results import TASK_PREFIX, find_result_files, record_key, subset_problems
+from mteb_finegrain.results import TASK_PREFIX, find_result_files, read_task_result, record_key, subset_problems
 
 # ARI is chance-corrected and may go below zero; every other score is a share in [0, 1].
 SIGNED_METRICS = ("ari",)
@@ -369,6 +369,10 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         if not isinstance(splits, dict) or not isinstance(splits.get(EVAL_SPLIT), list) or not splits[EVAL_SPLIT]:
             problems.append(f"{shown}: no scores for split {EVAL_SPLIT!r}")
             continue
+        try:
+            read_task_result(path)  # what mteb itself can read back, beyond our own checks
+        except FineGrainError as error:
+            problems.append(f"{shown}: {str(error).split(': ', 1)[1]}")
         for scores in splits[EVAL_SPLIT]:
             subset_problems, card_name, model = _check_subset(scores, task, cards, hashes, shown)
             problems.extend(subset_problems)
