@@ -84,6 +84,19 @@ def register_models() -> None:
     MODEL_REGISTRY.setdefault(meta.name, meta)
 
 
+_HUB_SNAPSHOT_RE = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/?$")
+
+
+def hub_snapshot_identity(path: Path) -> tuple[str, str] | None:
+    """``(org/name, commit)`` when ``path`` is a Hugging Face cache snapshot folder, else None.
+
+    A folder ``.../models--org--name/snapshots/<commit>`` declares which public model and
+    revision it holds, so results are recorded under that citable name.
+    """
+    match = _HUB_SNAPSHOT_RE.search(path.as_posix())
+    return (f"{match['org']}/{match['name']}", match["commit"]) if match else None
+
+
 def _local_model_name(path: Path) -> str:
     """``local/<title of the model card>`` or ``local/<folder name>``."""
     readme = path / "README.md"
@@ -106,16 +119,24 @@ def _local_model_revision(path: Path) -> str:
     return "sha256-" + digest.hexdigest()[:16]
 
 
-def local_model_meta(path: str | os.PathLike, revision: str | None = None):
-    """ModelMeta for a model in a local directory, loaded with sentence-transformers offline."""
+def local_model_meta(path: str | os.PathLike, revision: str | None = None, name: str | None = None):
+    """ModelMeta for a model in a local directory, loaded with sentence-transformers offline.
+
+    Named, first match wins: ``name`` (e.g. ``--model-name``), the public name a Hugging Face
+    cache snapshot folder declares, ``local/<model card title>``. The revision likewise:
+    ``revision``, the snapshot's commit, a hash of the files.
+    """
     from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 
     folder = Path(path).resolve()
+    snapshot = hub_snapshot_identity(folder)
+    if snapshot is not None and name is None:
+        name, revision = snapshot[0], revision or snapshot[1]
     return ModelMeta.create_empty(
         overwrites={
-            "name": _local_model_name(folder),
+            "name": name or _local_model_name(folder),
             "revision": revision or _local_model_revision(folder),
-            "loader": functools.partial(_load_local_model, str(folder)),
+            "loader": functools.partial(_load_local_model, str(folder), model_name_override=name),
             "framework": ["Sentence Transformers", "PyTorch"],
             # No file:// reference: a result must not carry the path of the machine that made it.
             "n_parameters": _count_parameters(folder),
@@ -135,12 +156,12 @@ def _count_parameters(folder: Path) -> int | None:
     return total or None
 
 
-def _load_local_model(folder: str, model_name: str | None = None, revision: str | None = None, device: str | None = None, **kwargs):
+def _load_local_model(folder: str, model_name: str | None = None, revision: str | None = None, device: str | None = None, model_name_override: str | None = None, **kwargs):
     from mteb.models import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
     wrapper = SentenceTransformerEncoderWrapper(SentenceTransformer(folder, device=device, local_files_only=True))
-    wrapper.mteb_model_meta = local_model_meta(folder, revision)
+    wrapper.mteb_model_meta = local_model_meta(folder, revision, model_name_override)
     return wrapper
 
 

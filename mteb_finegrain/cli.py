@@ -68,7 +68,14 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")
     tasks = [known[name](protocol=protocol, show_progress_bar=not args.quiet) for name in args.tasks]
-    model = mteb.get_model(args.model, args.model_revision)
+    if args.model_name:
+        if not os.path.isdir(args.model):
+            raise FineGrainError(f"--model-name names a local model directory; {args.model!r} is not a directory (a Hub id is recorded under its own name)")
+        from mteb_finegrain._plugin import local_model_meta
+
+        model = local_model_meta(args.model, args.model_revision, args.model_name).load_model()
+    else:
+        model = mteb.get_model(args.model, args.model_revision)
     mteb.evaluate(model, tasks, cache=mteb.ResultCache(args.output_folder), overwrite_strategy=args.overwrite_strategy, show_progress_bar=not args.quiet)
     print(f"results written under {os.path.join(args.output_folder, 'results')}")
     return 0
@@ -92,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="score every hidden layer of a model on FineGrainHidden tasks")
     run.add_argument("-t", "--tasks", nargs="+", required=True, help="task names, e.g. FineGrainHiddenTREC")
     run.add_argument("-m", "--model", required=True, help="Hugging Face model id or local model directory")
-    run.add_argument("--model-revision", default=None)
+    run.add_argument("--model-revision", default=None, help="the model's revision (a local directory: recorded as given, e.g. the public commit it holds)")
+    run.add_argument("--model-name", default=None, help="record a local model directory under this public name, e.g. sentence-transformers/all-MiniLM-L6-v2")
     run.add_argument("--stages", help="comma-separated: pretrained,coarse_tuned (default both)")
     run.add_argument("--layers", help="'all' (default) or comma-separated layer numbers, e.g. 0,3,6")
     run.add_argument("--pooling", choices=["mean", "cls", "model"], help="token pooling: mean (default), cls, or model = each model's own sentence-transformers pooling")

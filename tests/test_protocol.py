@@ -46,7 +46,7 @@ def test_a_changed_setting_changes_the_fingerprint():
     ("kwargs", "message"),
     [
         ({"stages": ("pretrained", "finetuned")}, "stages must be a non-empty subset"),
-        ({"pooling": "max"}, "pooling must be 'mean' or 'cls', got 'max'"),
+        ({"pooling": "max"}, "pooling must be 'mean', 'cls' or 'model', got 'max'"),
         ({"main_shots": 3}, "main_shots 3 must be one of shots"),
         ({"probe_seeds": 0}, "probe_seeds must be a positive integer, got 0"),
         ({"train_level": "top"}, "train_level must be an integer level index"),

