@@ -241,12 +241,45 @@ def _wrap_cli_main(cli_module: ModuleType) -> None:
     cli_module.main = main
 
 
+def _atomic_result_writes() -> None:
+    """Write FineGrainHidden result files atomically (temporary file, then rename).
+
+    mteb writes a result file in place: a run killed while writing leaves a truncated JSON file
+    that makes every later ``mteb run`` of the task fail. Only this plugin's tasks are changed;
+    every other task's file is written by mteb as before.
+    """
+    from mteb.results.task_result import TaskResult
+
+    original = TaskResult.to_disk
+    if getattr(original, "_finegrain", False):
+        return
+
+    @functools.wraps(original)
+    def to_disk(self, path: Path) -> None:
+        if not str(getattr(self, "task_name", "")).startswith("FineGrainHidden"):
+            return original(self, path)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            original(self, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk, a read-only folder: one line, the old file intact
+            raise FineGrainError(f"{path}: cannot write the result ({exc.strerror or exc}); any previous result file is unchanged") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    to_disk._finegrain = True
+    TaskResult.to_disk = to_disk
+
+
 def on_import(name: str, module: ModuleType) -> None:
     """Start-up hook callback: ``name`` (``mteb`` or ``mteb.cli``) has just been imported."""
     if name == "mteb.cli":
         _wrap_cli_main(module)
         return
     _patch_get_model_meta(module)
+    _atomic_result_writes()
     register_models()
     try:
         register_tasks()

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import LabelledSplit
 from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
+from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
 
 logger = logging.getLogger(__name__)
@@ -147,23 +149,48 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     key = checkpoint_key(encoder, card, protocol, split_hash(split, depth), prompt)
     target = _key_dir(key)
     device = next(encoder.sentence_transformer.parameters()).device
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One process trains a checkpoint; another that needs the same one waits, then reuses it.
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.warning("Waiting for another process to finish the coarse-tuned checkpoint %s", target)
+        lock.acquire()
+    try:
+        model = _load_or_train(target, key, encoder, split, labels, level, protocol, show_progress_bar, prompt, device)
+    finally:
+        lock.release()
+    tuned = LayerEncoder(model, pooling=encoder.pooling, batch_size=encoder.batch_size, show_progress_bar=encoder.show_progress_bar)
+    tuned.mteb_model_meta = encoder.mteb_model_meta
+    return tuned
+
+
+def _load_or_train(target: Path, key: dict, encoder: LayerEncoder, split: LabelledSplit, labels: list[str], level: str, protocol: Protocol, show_progress_bar: bool, prompt: str | None, device):
+    """The checkpoint at ``target`` when complete, else trained and written there atomically."""
+    from sentence_transformers import SentenceTransformer
+
+    # Staging folders of this key are written only under its lock: any left now is from a writer
+    # that was killed, and is removed (it never had the completion marker, so was never trusted).
+    for leftover in target.parent.glob(f".partial-{target.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     if (target / _COMPLETE).is_file():
         logger.info("Reusing coarse-tuned checkpoint %s", target)
         model = SentenceTransformer(str(target), device=str(device), local_files_only=True)
     else:
         logger.info("Coarse fine-tuning on level %r (%d classes)", level, len(set(labels)))
         model = train_on_coarse(encoder, split.texts, labels, protocol, show_progress_bar, prompt=prompt)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
         try:
             model.save(str(staging))
             (staging / _COMPLETE).write_text(json.dumps(key, indent=2, sort_keys=True))
             if target.exists():  # a leftover without the completion marker
                 shutil.rmtree(target)
             os.replace(staging, target)
+        except OSError as exc:  # a full disk: nothing is cached, the run stops with one line
+            shutil.rmtree(staging, ignore_errors=True)
+            raise FineGrainError(f"{target}: cannot write the coarse-tuned checkpoint ({exc.strerror or exc}); nothing was cached") from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    tuned = LayerEncoder(model, pooling=encoder.pooling, batch_size=encoder.batch_size, show_progress_bar=encoder.show_progress_bar)
-    tuned.mteb_model_meta = encoder.mteb_model_meta
-    return tuned
+    return model

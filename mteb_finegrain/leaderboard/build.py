@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mteb_finegrain.leaderboard.cite import bibtex_entries
 from mteb_finegrain.leaderboard.html import render_page
-from mteb_finegrain.leaderboard.store import entries
+from mteb_finegrain.leaderboard.store import entries, leaderboard_lock, recover
 from mteb_finegrain.leaderboard.summary import summarize
 from mteb_finegrain.protocol import STAGES
 from mteb_finegrain.results import load_results
@@ -155,8 +155,10 @@ def build_leaderboard(leaderboard_dir: str | Path) -> list[Path]:
     """
     root = Path(leaderboard_dir)
     root.mkdir(parents=True, exist_ok=True)
-    summary = summarize(root)
-    texts = {"README.md": render_readme(summary), "leaderboard.csv": render_csv(root), "index.html": render_page(summary)}
-    for name in OUTPUTS:
-        _write(root / name, texts[name])
+    with leaderboard_lock(root):  # never read while an add is half-way, never two writers
+        recover(root)
+        summary = summarize(root)
+        texts = {"README.md": render_readme(summary), "leaderboard.csv": render_csv(root), "index.html": render_page(summary)}
+        for name in OUTPUTS:
+            _write(root / name, texts[name])
     return [root / name for name in OUTPUTS]

@@ -19,6 +19,7 @@ from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.leaderboard.validate import MODEL_META, DataHashes, Submission, validate_submission
 
 RESULTS = "results"
+LOCK = ".leaderboard.lock"
 DEFAULT_LEADERBOARD_DIR = Path("leaderboard")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -98,6 +99,40 @@ def add_submission(results_dir: str | Path, leaderboard_dir: str | Path, *, repl
     if root.exists() and not root.is_dir():
         raise FineGrainError(f"{root}: leaderboard directory is not a directory")
     submission = validate_submission(results_dir, hashes)
+    root.mkdir(parents=True, exist_ok=True)
+    with leaderboard_lock(root):
+        return submission, _store(submission, root, replace)
+
+
+def leaderboard_lock(root: Path):
+    """The lock every writer of the leaderboard holds: a second ``add`` or ``build`` waits."""
+    from filelock import FileLock
+
+    return FileLock(str(root / LOCK))
+
+
+def recover(root: Path) -> None:
+    """Finish or undo what a killed ``add`` left (call with the lock held).
+
+    A replace moves the old entry to ``.old-<entry>`` and then the new one into place: when the
+    process dies between the two renames, the old entry is put back; when it died after, the
+    backup is deleted. Staging folders (``.add-*``) never held an accepted entry and are removed.
+    """
+    results = root / RESULTS
+    if not results.is_dir():
+        return
+    for backup in results.glob(".old-*"):
+        target = results / backup.name.removeprefix(".old-")
+        if target.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, target)
+    for staging in results.glob(".add-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _store(submission: Submission, root: Path, replace: bool) -> Path:
+    recover(root)
     target = root / RESULTS / model_dir_name(submission.model)
     existing = {entry.path: entry for entry in entries(root)}
     if target in existing:
@@ -121,7 +156,7 @@ def add_submission(results_dir: str | Path, leaderboard_dir: str | Path, *, repl
         if target.exists():
             # Directories cannot be swapped in one rename: move the old entry aside first and
             # put it back if the second rename fails.
-            backup = target.parent / f".old-{staging.name}"
+            backup = target.parent / f".old-{target.name}"  # named after the entry, so recover() can put it back
             os.replace(target, backup)
             try:
                 os.replace(staging, target)
@@ -135,4 +170,4 @@ def add_submission(results_dir: str | Path, leaderboard_dir: str | Path, *, repl
         shutil.rmtree(staging, ignore_errors=True)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
-    return submission, target
+    return target
