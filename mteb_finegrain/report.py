@@ -138,7 +138,7 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
             ax.set_xlim(layers[0] - 0.3, layers[-1] + 0.3 + 0.3 * len(layers))  # room for line labels
             ax.grid(alpha=0.3)
     fig.suptitle("colour = label level; solid = pretrained (pre), dashed = coarse-tuned (tuned); ring = layer selected on validation", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # keep the top row's titles clear of the suptitle
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".plot-", suffix=target.suffix or ".png", dir=target.parent)
