@@ -74,7 +74,7 @@ def render_readme(summary: dict) -> str:
         for rank, model in enumerate(summary["models"], start=1):
             per_task = [f"{model['tasks'][t]['main']:.3f}" if t in model["tasks"] else "—" for t in tasks]
             best = " / ".join(str(model["tasks"][t]["best_layer"]) if t in model["tasks"] else "—" for t in tasks)
-            partial = "" if len(model["tasks"]) == len(tasks) else " ¹"
+            partial = ("" if len(model["tasks"]) == len(tasks) else " ¹") + ("" if model["protocol_version"] == version else " ³")
             cells = [str(rank), _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
                      format_layers(model["layers"]), f"{model['main']:.3f}{partial}", *per_task, best,
                      "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
@@ -86,6 +86,8 @@ def render_readme(summary: dict) -> str:
         ]
         if any(len(m["tasks"]) != len(tasks) for m in summary["models"]):
             lines += ["", "¹ Mean over the tasks the model was run on (not all tasks): not directly comparable."]
+        if any(m["protocol_version"] != version for m in summary["models"]):
+            lines += ["", f"³ Results of an older protocol version, kept until the entry is re-run: not comparable with protocol {version}."]
         if any(m["delta"] is None for m in summary["models"]):
             lines += ["", "² No hidden states (e.g. the TF-IDF + SVD control): scored on its final embedding only (layer −1, "
                       "shown as \"final only\"), pretrained stage only, since there is nothing to fine-tune on coarse labels; "
@@ -99,7 +101,7 @@ def render_readme(summary: dict) -> str:
         "   (or `mteb-finegrain run`). A model without hidden states is scored on its final embedding, pretrained stage only.",
         "2. Check and add the results folder (it holds the `FineGrainHidden*.json` files and `model_meta.json`):",
         "   `mteb-finegrain leaderboard add out/results/<model>/<revision>` (`--replace` to update a model's entry).",
-        "   With `MTEB_FINEGRAIN_DATA_DIR` set, the data hash of each result is compared with the local data.",
+        "   The data hash of each result is compared with the card's data (packaged, or under `MTEB_FINEGRAIN_DATA_DIR`).",
         "3. Regenerate this page: `mteb-finegrain leaderboard build`, and open a pull request with `leaderboard/`.",
         "",
         "A citation line for one model: `mteb-finegrain leaderboard cite <model>`.",
