@@ -18,12 +18,20 @@ from types import ModuleType
 from mteb_finegrain.errors import FineGrainError
 
 _registered: dict[str, type] = {}
+_deferred = False  # registration waits for mteb_finegrain.task to finish importing
 _skipped: list[str] = []  # the files of the user cards skipped (named in the unknown-task error)
 
 
 def register_tasks() -> dict[str, type]:
     """Add the FineGrainHidden tasks of every card to mteb's task registry (idempotent)."""
+    global _deferred
     if _registered:
+        return _registered
+    task_module = sys.modules.get("mteb_finegrain.task")
+    if task_module is not None and not hasattr(task_module, "make_task_class"):
+        # mteb_finegrain.task was imported first and is itself importing mteb: it cannot be
+        # used yet, so it registers the tasks when it is complete (see the end of task.py).
+        _deferred = True
         return _registered
     import mteb.get_tasks  # noqa: F401  (the module; ``mteb.get_tasks`` the attribute is the function)
 

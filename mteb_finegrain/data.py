@@ -134,9 +134,6 @@ def _read_jsonl(path: Path, card: TaskCard) -> LabelledSplit:
         raise FineGrainError(f"{path}: not a complete gzip file ({exc})") from None
     except UnicodeDecodeError as exc:
         raise FineGrainError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    wanted = [card.columns["text"]] + [column for _, column in card.levels if column]
-    if card.hierarchy is not None:
-        wanted.append(card.columns["fine"])
     rows = _RowCollector(card)
     # JSON Lines ends lines with "\n" only: str.splitlines() would also split inside a text at
     # characters such as U+2028 or a form feed, which JSON strings may hold unescaped.
@@ -149,7 +146,7 @@ def _read_jsonl(path: Path, card: TaskCard) -> LabelledSplit:
             raise FineGrainError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise FineGrainError(f"{path}:{lineno}: each line must be a JSON object")
-        missing = [c for c in dict.fromkeys(wanted) if c not in row]
+        missing = [c for c in rows.columns if c not in row]
         if missing:
             raise FineGrainError(f"{path}:{lineno}: missing column(s) {', '.join(missing)}")
         rows.add(row.get, f"{path}:{lineno}", lineno)
@@ -165,12 +162,16 @@ class _RowCollector:
         self.card = card
         rename = columns or {}
         self.text_column = rename.get("text", card.columns["text"])
-        self.level_columns = [rename.get(name, column) for name, column in card.levels]
-        if card.hierarchy is not None:  # two-level card: coarse derived from the fine label
-            self.level_columns = ["", rename.get("fine", card.columns["fine"])]
+        # A level without a column ("") is derived: the coarse level of a card with `hierarchy:`.
+        self.level_columns = [rename.get(name, column) if column else "" for name, column in card.levels]
         self.texts: list[str] = []
         self.levels: list[list[str]] = [[] for _ in card.levels]
         self.lines: list[int] = []
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns every row must have."""
+        return [self.text_column, *(c for c in self.level_columns if c)]
 
     def add(self, get, where: str, line: int) -> None:
         text = get(self.text_column)
@@ -207,8 +208,7 @@ def _load_hub_split(card: TaskCard, split: str) -> LabelledSplit:
     except Exception as exc:  # network, auth, missing split: one line, not a traceback
         raise FineGrainError(f"{where}: cannot load ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){_how_to_get(card)}") from None
     rows = _RowCollector(card, card.hub.get("columns"))
-    wanted = [rows.text_column] + [c for c in rows.level_columns if c]
-    missing = [c for c in wanted if c not in dataset.column_names]
+    missing = [c for c in rows.columns if c not in dataset.column_names]
     if missing:
         raise FineGrainError(f"{where}: missing column(s) {', '.join(missing)}")
 
@@ -217,7 +217,7 @@ def _load_hub_split(card: TaskCard, split: str) -> LabelledSplit:
         feature = dataset.features[name]
         return [feature.int2str(v) for v in values] if isinstance(feature, ClassLabel) else list(values)
 
-    table = {name: column(name) for name in dict.fromkeys(wanted)}
+    table = {name: column(name) for name in rows.columns}
     for i in range(len(dataset)):
         rows.add(lambda name, i=i: table[name][i], f"{where} row {i + 1}", i + 1)
     return rows.split(where)
@@ -293,9 +293,8 @@ def _local_folder(card: TaskCard) -> tuple[Path, str] | None:
             raise FineGrainError(f"{DATA_DIR_ENV}={root}: data directory does not exist")
         if (root / card.local).is_dir():
             return root / card.local, "data directory"
-    packaged = packaged_data_dir() / card.local
-    if packaged.is_dir():
-        return packaged, "packaged copy"
+    if has_packaged_data(card):
+        return packaged_data_dir() / card.local, "packaged copy"
     return None
 
 

@@ -22,18 +22,17 @@ def json_records(results: list[SubsetResult]) -> list[dict]:
     ``revision``, ``mode`` (``probe``, ``setfit`` or null for clustering) and ``selected`` (the
     layer chosen on validation for that stage).
     """
-    out = []
+    keyed = []
     for result in results:
         selected = result.scores.get("selected_layer", {})
         order = {name: i for i, name in enumerate(result.levels)}
         for record in result.records():
             metric = record["metric"]
             mode = "setfit" if metric.startswith("setfit") else "probe" if metric.startswith("probe") else None
-            out.append({**record, "mode": mode, "selected": selected.get(record["stage"]) == record["layer"], "_level": order.get(record["level"], 0)})
-    out.sort(key=lambda r: (r["task"], r["subset"], r["model"], STAGE_ORDER.index(r["stage"]) if r["stage"] in STAGE_ORDER else 9, r["_level"], r["layer"], r["metric"], r["shots"] or 0))
-    for record in out:
-        del record["_level"]
-    return out
+            stage = STAGE_ORDER.index(record["stage"]) if record["stage"] in STAGE_ORDER else 9
+            key = (record["task"], record["subset"], record["model"], stage, order.get(record["level"], 0), record["layer"], metric, record["shots"] or 0)
+            keyed.append((key, {**record, "mode": mode, "selected": selected.get(record["stage"]) == record["layer"]}))
+    return [record for _, record in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def _level_title(result: SubsetResult, level) -> str:

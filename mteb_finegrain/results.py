@@ -142,12 +142,16 @@ def _model_of(result_file: Path, scores: dict) -> tuple[str, str | None]:
     return model.get("name") or result_file.parent.parent.name, revision if isinstance(revision, str) else None
 
 
-def read_task_result(path: Path):
-    """The file read by mteb's own ``TaskResult``; a file mteb cannot read is a ``FineGrainError``."""
+def read_task_result(data: dict, path: Path):
+    """``data`` (the parsed result file at ``path``) as mteb's own ``TaskResult``.
+
+    A document mteb cannot read is a ``FineGrainError``. Parsed once by the caller, so the file
+    is not read twice.
+    """
     from mteb.results import TaskResult
 
     try:
-        return TaskResult.from_disk(Path(path))
+        return TaskResult.model_validate(data)
     except Exception as exc:  # mteb's reader raises KeyError, ValidationError, ... on bad files
         raise FineGrainError(f"{path}: mteb cannot read this result file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
@@ -187,7 +191,7 @@ def load_results(results_dir: str | Path) -> list[SubsetResult]:
                 problems = subset_problems(scores)
                 if problems:
                     raise FineGrainError(f"{path}: split {split!r} subset {i}: " + "; ".join(problems[:5]))
-        result = read_task_result(path)  # mteb's own reader: its fields, our records inside its scores
+        result = read_task_result(data, path)  # mteb's own reader: its fields, our records inside its scores
         for split, subsets in result.scores.items():
             for scores in subsets:
                 model, revision = _model_of(path, scores)

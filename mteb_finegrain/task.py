@@ -18,6 +18,7 @@ from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import CardData, load_card_data
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import EVAL_SPLIT, MAIN_SCORE, PROTOCOL_VERSION, SEED_PAPER_BIBTEX, Protocol
+from mteb_finegrain.results import records_by_key
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,7 @@ class AbsTaskFineGrainHidden(AbsTask):
             validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
             selected[stage] = scores.selected_layer
         main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
-        main = next(
-            r["value"] for r in records
-            if r["stage"] == main_stage and r["level"] == data_split.level_names[-1] and r["layer"] == selected[main_stage]
-            and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots
-        )
+        main = records_by_key(records)[(main_stage, data_split.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
         return {
             MAIN_SCORE: main,
             "main_score_definition": protocol.main_score_definition(),
@@ -177,7 +174,32 @@ def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadat
         dataset = {"path": "mteb-finegrain/" + "+".join(c.name for c in cards), "revision": "cards-" + "-".join(f"{c.name}v{c.version}" for c in cards)}
     eval_langs = card.languages if single else {c.name: c.languages for c in cards}
     try:
-        return _task_metadata(name, cards, description, dataset, eval_langs)
+        return TaskMetadata(
+            name=name,
+            description=f"{description} Protocol {PROTOCOL_VERSION}; main score: {Protocol().main_score_definition()}.",
+            reference=card.reference if single else "https://github.com/mteb-finegrain/mteb-finegrain",
+            dataset=dataset,
+            # mteb has no type for "probe every hidden layer before and after fine-tuning". The main
+            # score is the accuracy of a logistic regression trained on a few labelled embeddings
+            # per class, as in mteb's Classification tasks, so that is the least misleading type
+            # (Clustering, used before, named a secondary score and hid the probe). Note that, unlike
+            # mteb's classification tasks, these also fine-tune a copy of the model (coarse_tuned).
+            type="Classification",
+            task_subtypes=sorted({subtype for c in cards for subtype in c.task_subtypes}),
+            category="t2c",
+            modalities=["text"],
+            eval_splits=[EVAL_SPLIT],
+            eval_langs=eval_langs,
+            main_score=MAIN_SCORE,
+            # The aggregate spans its cards: every domain, the earliest to the latest date.
+            date=card.date if single else _date_span(cards),
+            domains=card.domains if single else sorted({d for c in cards for d in (c.domains or [])}),
+            license=card.license if single else "multiple",
+            annotations_creators="human-annotated",
+            dialect=[],
+            sample_creation="found",
+            bibtex_citation="\n\n".join([SEED_PAPER_BIBTEX] + [c.citation for c in cards]),
+        )
     except pydantic.ValidationError as exc:
         raise _card_metadata_error(cards, exc) from None
 
@@ -189,13 +211,11 @@ _CARD_KEYS = {"task_subtypes": "task_subtypes", "license": "license", "reference
 def _allowed(field: str) -> str:
     """What mteb's TaskMetadata accepts for ``field``, in words."""
     if field == "license":
-        literal = next(arg for arg in typing.get_args(TaskMetadata.model_fields["license"].annotation) if typing.get_origin(arg) is typing.Literal)
-        return "one of mteb's licence ids (" + ", ".join(typing.get_args(literal)) + ") or a URL; 'not specified' when unknown"
+        return "one of mteb's licence ids (" + ", ".join(_literal_values(field)) + ") or a URL; 'not specified' when unknown"
     if field == "reference":
         return "a URL (http://... or https://...)"
     if field == "domains":
-        literals = [arg for arg in _flatten_args(TaskMetadata.model_fields["domains"].annotation) if isinstance(arg, str)]
-        return "a list of mteb's domains (" + ", ".join(literals) + ")"
+        return "a list of mteb's domains (" + ", ".join(_literal_values(field)) + ")"
     if field == "date":
         return 'two dates ["YYYY-MM-DD", "YYYY-MM-DD"]'
     if field == "eval_langs":
@@ -203,12 +223,14 @@ def _allowed(field: str) -> str:
     return ""
 
 
-def _flatten_args(annotation) -> list:
-    """Every leaf of a typing annotation (``list[Literal["a", "b"]] | None`` -> ``["a", "b", None]``)."""
-    args = typing.get_args(annotation)
-    if not args:
-        return [annotation]
-    return [leaf for arg in args for leaf in _flatten_args(arg)]
+def _literal_values(field: str) -> list[str]:
+    """The strings a ``Literal`` anywhere in a TaskMetadata field's annotation allows."""
+
+    def leaves(annotation) -> list:
+        args = typing.get_args(annotation)
+        return [annotation] if not args else [leaf for arg in args for leaf in leaves(arg)]
+
+    return [leaf for leaf in leaves(TaskMetadata.model_fields[field].annotation) if isinstance(leaf, str)]
 
 
 def _card_metadata_error(cards: list[TaskCard], exc: pydantic.ValidationError) -> FineGrainError:
@@ -228,37 +250,6 @@ def _date_span(cards: list[TaskCard]):
     return (min(d[0] for d in dates), max(d[1] for d in dates)) if dates else None
 
 
-def _task_metadata(name, cards, description, dataset, eval_langs) -> TaskMetadata:
-    single = len(cards) == 1
-    card = cards[0]
-    return TaskMetadata(
-        name=name,
-        description=f"{description} Protocol {PROTOCOL_VERSION}; main score: {Protocol().main_score_definition()}.",
-        reference=card.reference if single else "https://github.com/mteb-finegrain/mteb-finegrain",
-        dataset=dataset,
-        # mteb has no type for "probe every hidden layer before and after fine-tuning". The main
-        # score is the accuracy of a logistic regression trained on a few labelled embeddings
-        # per class, as in mteb's Classification tasks, so that is the least misleading type
-        # (Clustering, used before, named a secondary score and hid the probe). Note that, unlike
-        # mteb's classification tasks, these also fine-tune a copy of the model (coarse_tuned).
-        type="Classification",
-        task_subtypes=sorted({subtype for c in cards for subtype in c.task_subtypes}),
-        category="t2c",
-        modalities=["text"],
-        eval_splits=[EVAL_SPLIT],
-        eval_langs=eval_langs,
-        main_score=MAIN_SCORE,
-        # The aggregate spans its cards: every domain, the earliest to the latest date.
-        date=card.date if single else _date_span(cards),
-        domains=card.domains if single else sorted({d for c in cards for d in (c.domains or [])}),
-        license=card.license if single else "multiple",
-        annotations_creators="human-annotated",
-        dialect=[],
-        sample_creation="found",
-        bibtex_citation="\n\n".join([SEED_PAPER_BIBTEX] + [c.citation for c in cards]),
-    )
-
-
 def make_task_class(card: TaskCard) -> type[AbsTaskFineGrainHidden]:
     """The ``FineGrainHidden<name>`` task class of one card."""
     return type(
@@ -276,3 +267,15 @@ def make_aggregate_class(cards: list[TaskCard]) -> type[AbsTaskFineGrainHidden]:
         (AbsTaskFineGrainHidden,),
         {"cards": {c.name: c for c in cards}, "metadata": _metadata("FineGrainHidden", cards, description), "__module__": __name__},
     )
+
+
+def _register_if_deferred() -> None:
+    """Imported before mteb, this module's own import of mteb could not register the tasks."""
+    from mteb_finegrain import _plugin
+
+    if _plugin._deferred:
+        _plugin._deferred = False
+        _plugin.register_tasks()
+
+
+_register_if_deferred()

@@ -96,3 +96,13 @@ def test_leaderboard_code_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_task_module_before_mteb_still_registers_the_tasks():
+    import subprocess
+    import sys
+
+    code = "from mteb_finegrain.task import make_task_class; import mteb; print(mteb.get_task('FineGrainHiddenTREC').metadata.name)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "FineGrainHiddenTREC"

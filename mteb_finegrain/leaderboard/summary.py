@@ -12,9 +12,6 @@ from mteb_finegrain.leaderboard.store import entries
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
 from mteb_finegrain.results import level_names, load_results, records_by_key
 
-CURVE_METRICS = ("v_measure", "probe_accuracy")
-
-
 def _round(value: float) -> float:
     # Means of 6-decimal scores: rounding keeps the generated files short and stable.
     return round(float(value), 6)

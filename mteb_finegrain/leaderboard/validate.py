@@ -308,6 +308,13 @@ def absolute_paths(document, where: str = "") -> list[tuple[str, str]]:
     return []
 
 
+def _path_problems(shown: str, document) -> list[str]:
+    return [
+        f"{shown}: {where} holds the absolute path {value!r} of the machine that ran it; leave it out (a result must not depend on where it was made)"
+        for where, value in absolute_paths(document)
+    ]
+
+
 def _text(value) -> str | None:
     """``value`` when it is a string (or None), else its repr: hashable and printable."""
     return value if value is None or isinstance(value, str) else repr(value)
@@ -359,7 +366,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         data = _read_json(path, problems, shown)
         if data is None:
             continue
-        problems.extend(f"{shown}: {where} holds the absolute path {value!r} of the machine that ran it; leave it out" for where, value in absolute_paths(data))
+        problems.extend(_path_problems(shown, data))
         task = data.get("task_name") if isinstance(data, dict) else None
         task = task if isinstance(task, str) else repr(task)
         if task not in known_tasks:
@@ -370,7 +377,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
             problems.append(f"{shown}: no scores for split {EVAL_SPLIT!r}")
             continue
         try:
-            read_task_result(path)  # what mteb itself can read back, beyond our own checks
+            read_task_result(data, path)  # what mteb itself can read back, beyond our own checks
         except FineGrainError as error:
             problems.append(f"{shown}: {str(error).split(': ', 1)[1]}")
         for scores in splits[EVAL_SPLIT]:
@@ -391,7 +398,7 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         meta = _read_json(meta_file, problems, shown)
         if meta is None:
             continue
-        problems.extend(f"{shown}: {where} holds the absolute path {value!r} of the machine that ran it; leave it out (a result must not depend on where it was made)" for where, value in absolute_paths(meta))
+        problems.extend(_path_problems(shown, meta))
         name, revision = (meta.get(k) if isinstance(meta, dict) else None for k in ("name", "revision"))
         if not isinstance(name, str) or not name.strip():
             problems.append(f"{shown}: model name is not recorded")
