@@ -22,10 +22,14 @@ _deferred = False  # registration waits for mteb_finegrain.task to finish import
 _skipped: list[str] = []  # the files of the user cards skipped (named in the unknown-task error)
 
 
-def register_tasks() -> dict[str, type]:
-    """Add the FineGrainHidden tasks of every card to mteb's task registry (idempotent)."""
+def register_tasks(refresh: bool = False) -> dict[str, type]:
+    """Add the FineGrainHidden tasks of every card to mteb's task registry (idempotent).
+
+    With ``refresh``, cards that appeared since the first call (a card directory added to
+    ``MTEB_FINEGRAIN_TASK_PATH`` later in the process) are registered too.
+    """
     global _deferred
-    if _registered:
+    if _registered and not refresh:
         return _registered
     task_module = sys.modules.get("mteb_finegrain.task")
     if task_module is not None and not hasattr(task_module, "make_task_class"):
@@ -46,14 +50,14 @@ def register_tasks() -> dict[str, type]:
     # FineGrainHidden holds the built-in cards whose data ships with the package, so that it runs
     # on a fresh offline install; a card whose data may not be redistributed stays a task of its own.
     shipped = [card for card in builtin if has_packaged_data(card)]
-    classes = [make_aggregate_class(shipped)] if shipped else []
-    classes += [make_task_class(card) for card in builtin]
-    for card in user:  # a user card mteb's metadata refuses is skipped like an invalid one
+    classes = [make_aggregate_class(shipped)] if shipped and "FineGrainHidden" not in _registered else []
+    classes += [make_task_class(card) for card in builtin if card.task_name not in _registered]
+    for card in (card for card in user if card.task_name not in _registered):  # a user card mteb's metadata refuses is skipped like an invalid one
         try:
             classes.append(make_task_class(card))
         except FineGrainError as error:
             problems.append(error)
-    for error in problems:
+    for error in (e for e in problems if str(e).split(": ", 1)[0] not in _skipped):
         # One line per bad card, once per process; every other task still registers.
         sys.stderr.write(f"mteb-finegrain: card skipped: {error}\n")
         _skipped.append(str(error).split(": ", 1)[0])  # the card file the message starts with

@@ -1,4 +1,4 @@
-"""``mteb-finegrain``: run the FineGrainHidden protocol with options, report results, leaderboard.
+"""``mteb-finegrain``: run the FineGrainHidden protocol with options, sweeps on Ray, report results, leaderboard.
 
 Bad input prints one ``mteb-finegrain: error: ...`` line and exits with status 2.
 """
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.quiet:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")
-    tasks = [known[name](protocol=protocol, show_progress_bar=not args.quiet) for name in args.tasks]
+    tasks = [known[name](protocol=protocol, show_progress_bar=not args.quiet, embedding_cache=not args.no_embedding_cache) for name in args.tasks]
     if args.model_name:
         if not os.path.isdir(args.model):
             raise FineGrainError(f"--model-name names a local model directory; {args.model!r} is not a directory (a Hub id is recorded under its own name)")
@@ -76,8 +76,71 @@ def _run(args: argparse.Namespace) -> int:
         model = local_model_meta(args.model, args.model_revision, args.model_name).load_model()
     else:
         model = mteb.get_model(args.model, args.model_revision)
-    mteb.evaluate(model, tasks, cache=mteb.ResultCache(args.output_folder), overwrite_strategy=args.overwrite_strategy, show_progress_bar=not args.quiet)
+    cache = mteb.ResultCache(args.output_folder)
+    # mteb's only-missing keeps a result whatever settings made it; one made under other settings
+    # (say, other shots) is not what was asked for, so that task is run again and its file replaced.
+    stale = _results_with_other_settings(cache, model, tasks, protocol) if args.overwrite_strategy == "only-missing" else []
+    for name in stale:
+        print(f"{name}: the existing result was made with other settings; running it again", file=sys.stderr)
+    fresh = [task for task in tasks if task.metadata.name not in stale]
+    if fresh:
+        mteb.evaluate(model, fresh, cache=cache, overwrite_strategy=args.overwrite_strategy, show_progress_bar=not args.quiet)
+    if stale:
+        mteb.evaluate(model, [task for task in tasks if task.metadata.name in stale], cache=cache, overwrite_strategy="always", show_progress_bar=not args.quiet)
     print(f"results written under {os.path.join(args.output_folder, 'results')}")
+    if not args.no_embedding_cache:
+        from mteb_finegrain.embedding_cache import cache_enabled, describe_size
+
+        if cache_enabled():
+            print(f"embedding cache: {describe_size()}", file=sys.stderr)
+    return 0
+
+
+def _results_with_other_settings(cache, model, tasks, protocol) -> list[str]:
+    """Names of ``tasks`` whose existing result in ``cache`` was made with other settings."""
+    import json
+
+    from mteb_finegrain.protocol import PROTOCOL_VERSION
+
+    meta = getattr(model, "mteb_model_meta", None)
+    if meta is None:
+        return []
+    wanted = json.loads(json.dumps(protocol.to_dict()))
+    stale = []
+    for task in tasks:
+        try:
+            existing = cache.load_task_result(task.metadata.name, meta)
+        except Exception:  # unreadable or absent: mteb's own strategy decides
+            existing = None
+        if existing is None:
+            continue
+        for scores in existing.scores.values():
+            made = [(entry.get("protocol_version"), {k: v for k, v in (entry.get("settings") or {}).items() if k != "batch_size"}) for entry in scores]
+            asked = (PROTOCOL_VERSION, {k: v for k, v in wanted.items() if k != "batch_size"})
+            if any(entry != asked for entry in made):
+                stale.append(task.metadata.name)
+                break
+    return stale
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from mteb_finegrain.coarse_tuning import clear_checkpoints, checkpoint_cache_size
+    from mteb_finegrain.embedding_cache import EmbeddingCache, cache_enabled
+
+    embeddings = EmbeddingCache()
+    if args.action == "info":
+        entries, size = embeddings.size()
+        state = "" if cache_enabled() else " (switched off by MTEB_FINEGRAIN_EMBEDDING_CACHE)"
+        print(f"embeddings: {entries} entries, {size / 2**20:.1f} MB in {embeddings.root}{state}")
+        count, size, root = checkpoint_cache_size()
+        print(f"coarse-tuned checkpoints: {count}, {size / 2**20:.1f} MB in {root}")
+        return 0
+    if args.which in ("embeddings", "all"):
+        entries, size = embeddings.clear()
+        print(f"removed {entries} embedding entries ({size / 2**20:.1f} MB) from {embeddings.root}")
+    if args.which in ("checkpoints", "all"):
+        count, size, root = clear_checkpoints()
+        print(f"removed {count} coarse-tuned checkpoints ({size / 2**20:.1f} MB) from {root}")
     return 0
 
 
@@ -92,6 +155,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that set the protocol and where results go (``run`` and ``sweep`` share them).
+
+    :func:`build_protocol` reads them back from the parsed arguments.
+    """
+    parser.add_argument("--stages", help="comma-separated: pretrained,coarse_tuned (default both)")
+    parser.add_argument("--layers", help="'all' (default) or comma-separated layer numbers, e.g. 0,3,6")
+    parser.add_argument("--pooling", choices=["mean", "cls", "model"], help="token pooling: mean (default), cls, or model = each model's own sentence-transformers pooling")
+    parser.add_argument("--shots", help="examples per fine class for the probe (default 1,2,4,8,16)")
+    parser.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
+    parser.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")
+    parser.add_argument("--epochs", type=int, help="coarse fine-tuning epochs (default 1)")
+    parser.add_argument("--train-level", type=int, help="hierarchy level the coarse_tuned stage trains on: 0 = coarsest (default), 1 = next, -1 = finest")
+    parser.add_argument("--batch-size", type=int, help="encoding batch size (default 32)")
+    parser.add_argument("--output-folder", default="results", help="where results go (default results)")
+    parser.add_argument("--overwrite-strategy", default="only-missing", choices=["always", "never", "only-missing", "only-cache"])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-embedding-cache", action="store_true", help="encode every split again; read and write no cached embeddings (also: MTEB_FINEGRAIN_EMBEDDING_CACHE=0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mteb-finegrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,25 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-m", "--model", required=True, help="Hugging Face model id or local model directory")
     run.add_argument("--model-revision", default=None, help="the model's revision (a local directory: recorded as given, e.g. the public commit it holds)")
     run.add_argument("--model-name", default=None, help="record a local model directory under this public name, e.g. sentence-transformers/all-MiniLM-L6-v2")
-    run.add_argument("--stages", help="comma-separated: pretrained,coarse_tuned (default both)")
-    run.add_argument("--layers", help="'all' (default) or comma-separated layer numbers, e.g. 0,3,6")
-    run.add_argument("--pooling", choices=["mean", "cls", "model"], help="token pooling: mean (default), cls, or model = each model's own sentence-transformers pooling")
-    run.add_argument("--shots", help="examples per fine class for the probe (default 1,2,4,8,16)")
-    run.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
-    run.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")
-    run.add_argument("--epochs", type=int, help="coarse fine-tuning epochs (default 1)")
-    run.add_argument("--train-level", type=int, help="hierarchy level the coarse_tuned stage trains on: 0 = coarsest (default), 1 = next, -1 = finest")
-    run.add_argument("--batch-size", type=int, help="encoding batch size (default 32)")
-    run.add_argument("--output-folder", default="results", help="where results go (default results)")
-    run.add_argument("--overwrite-strategy", default="only-missing", choices=["always", "never", "only-missing", "only-cache"])
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_protocol_options(run)
     run.set_defaults(func=_run)
+
+    from mteb_finegrain.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
 
     report = sub.add_parser("report", help="print results as a layer table, JSON records or a plot")
     report.add_argument("results_dir", help="an mteb --output-folder")
     report.add_argument("--json", action="store_true", help="one flat JSON list of records")
     report.add_argument("--plot", metavar="PNG", help="also draw layer curves to this file")
     report.set_defaults(func=_report)
+
+    cache = sub.add_parser("cache", help="show the size of, or clear, the embedding and checkpoint caches")
+    cache.add_argument("action", choices=["info", "clear"], help="info: size of each cache; clear: delete it")
+    cache.add_argument("--which", choices=["embeddings", "checkpoints", "all"], default="embeddings", help="the cache to clear (default embeddings)")
+    cache.set_defaults(func=_cache)
 
     try:
         from mteb_finegrain.leaderboard import add_leaderboard_parser

@@ -7,7 +7,7 @@
 The TF-IDF + SVD control is in :mod:`mteb_finegrain.tfidf_svd` (the plugin registers
 it with mteb at import, which must not import this script module).
 
-Command line (used by ``leaderboard/reference/make_entry.sh``)::
+Command line (used by ``leaderboard/reference/prepare.sh``)::
 
     python -m mteb_finegrain.reference random-init MODEL_DIR OUT [--seed N]
 

