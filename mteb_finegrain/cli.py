@@ -83,10 +83,12 @@ def _run(args: argparse.Namespace) -> int:
     for name in stale:
         print(f"{name}: the existing result was made with other settings; running it again", file=sys.stderr)
     fresh = [task for task in tasks if task.metadata.name not in stale]
+    # mteb fills in a batch size of 32 when none is given, which the task would take over --batch-size.
+    encode_kwargs = {"batch_size": protocol.batch_size}
     if fresh:
-        mteb.evaluate(model, fresh, cache=cache, overwrite_strategy=args.overwrite_strategy, show_progress_bar=not args.quiet)
+        mteb.evaluate(model, fresh, cache=cache, overwrite_strategy=args.overwrite_strategy, encode_kwargs=encode_kwargs, show_progress_bar=not args.quiet)
     if stale:
-        mteb.evaluate(model, [task for task in tasks if task.metadata.name in stale], cache=cache, overwrite_strategy="always", show_progress_bar=not args.quiet)
+        mteb.evaluate(model, [task for task in tasks if task.metadata.name in stale], cache=cache, overwrite_strategy="always", encode_kwargs=encode_kwargs, show_progress_bar=not args.quiet)
     print(f"results written under {os.path.join(args.output_folder, 'results')}")
     if not args.no_embedding_cache:
         from mteb_finegrain.embedding_cache import cache_enabled, describe_size
@@ -115,9 +117,8 @@ def _results_with_other_settings(cache, model, tasks, protocol) -> list[str]:
         if existing is None:
             continue
         for scores in existing.scores.values():
-            made = [(entry.get("protocol_version"), {k: v for k, v in (entry.get("settings") or {}).items() if k != "batch_size"}) for entry in scores]
-            asked = (PROTOCOL_VERSION, {k: v for k, v in wanted.items() if k != "batch_size"})
-            if any(entry != asked for entry in made):
+            # Batch size too: it changes padding, hence the last bits of the embeddings.
+            if any((entry.get("protocol_version"), entry.get("settings")) != (PROTOCOL_VERSION, wanted) for entry in scores):
                 stale.append(task.metadata.name)
                 break
     return stale

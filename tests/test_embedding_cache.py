@@ -192,6 +192,7 @@ def test_cli_rerun_with_other_shots_replaces_the_result_and_cache_commands(fineg
     (path,) = out.rglob("FineGrainHiddenTiny.json")
     scores = json.loads(path.read_text())["scores"]["test"][0]
     assert scores["settings"]["shots"] == [1, 8]
+    assert scores["settings"]["batch_size"] == 16  # --batch-size reaches the task (mteb fills in 32 otherwise)
     assert {stage: v["texts_encoded"] for stage, v in scores["runtime"]["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
     info = _cli("cache", "info").stdout
     assert "embeddings: 6 entries" in info and "coarse-tuned checkpoints: 1," in info

@@ -11,6 +11,7 @@ layers are compared on identical training sets.
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -39,12 +40,18 @@ def fewshot_indices(labels: Sequence[str], shots: Sequence[int], seed: int) -> d
 
 
 def probe_scores(
-    train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], seed: int
+    train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, seed: int, limit_threads: bool = True
 ) -> tuple[float, float]:
-    """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x``."""
+    """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x``.
+
+    Labels may be strings or their ranks among the sorted labels (integers): both give the same
+    classes in the same order, hence the same model, and integers are faster to compare.
+    ``limit_threads=False`` when the caller already runs under ``threadpool_limits(1)`` (setting
+    the limits costs milliseconds, more than a small fit).
+    """
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed))
     # One BLAS thread: these problems are small, and threads make them several times slower.
-    with threadpool_limits(1), warnings.catch_warnings():
+    with threadpool_limits(1) if limit_threads else nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter
         classifier.fit(train_x, train_y)
         predicted = classifier.predict(test_x)
