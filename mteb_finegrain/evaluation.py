@@ -8,6 +8,7 @@ differ only in their embeddings. Scoring runs one job per (layer, level) on ever
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import joblib
@@ -38,11 +39,14 @@ class StageScores:
         split.
     selected_layer : int
         The layer with the best validation score (ties: the lower layer).
+    scoring_seconds : float
+        Wall time of the scoring (clustering and probes), not of the embeddings.
     """
 
     records: list[dict]
     validation: dict[int, float]
     selected_layer: int
+    scoring_seconds: float = 0.0
 
 
 def _fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) -> list[list[int]]:
@@ -170,6 +174,7 @@ def score_stage(
         )
         for k, depth in jobs
     ]
+    started = time.perf_counter()
     outcomes = Parallel(n_jobs=min(_n_jobs(), len(jobs)), return_as="generator")(delayed(score_layer_level)(job) for job in arguments)
     done = dict(zip(jobs, list(tqdm(outcomes, total=len(jobs), desc=f"Scoring layers ({stage})", disable=not show_progress_bar))))
     records: list[dict] = []
@@ -180,4 +185,4 @@ def score_stage(
         records.extend(r for outcome in per_level for r in outcome.probes)
         validation[layer] = per_level[finest].validation
     selected = max(layers, key=lambda layer: (validation[layer], -layer))
-    return StageScores(records, validation, selected)
+    return StageScores(records, validation, selected, time.perf_counter() - started)

@@ -135,7 +135,13 @@ class AbsTaskFineGrainHidden(AbsTask):
                 records.extend(setfit_records(embeddings.encoder, data_split, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=self.show_progress_bar))
             validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
             selected[stage] = scores.selected_layer
-            encoded[stage] = {"texts_encoded": embeddings.encoded_texts, "cached": key is not None}
+            encoded[stage] = {
+                "texts_encoded": embeddings.encoded_texts,
+                "cached": key is not None,
+                # Wall seconds of the forward passes and of the scoring (issue 11: scoring <= encoding).
+                "encode_seconds": round(embeddings.encode_seconds, 2),
+                "scoring_seconds": round(scores.scoring_seconds, 2),
+            }
         main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
         main = records_by_key(records)[(main_stage, data_split.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
         return {
