@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     cache = mteb.ResultCache(args.output_folder)
     # mteb's only-missing keeps a result whatever settings made it; one made under other settings
     # (say, other shots) is not what was asked for, so that task is run again and its file replaced.
-    stale = _results_with_other_settings(cache, model, tasks, protocol) if args.overwrite_strategy == "only-missing" else []
+    meta = getattr(model, "mteb_model_meta", None)
+    stale = _results_with_other_settings(cache, meta, tasks, protocol) if args.overwrite_strategy == "only-missing" and meta is not None else []
     for name in stale:
         print(f"{name}: the existing result was made with other settings; running it again", file=sys.stderr)
     fresh = [task for task in tasks if task.metadata.name not in stale]
@@ -98,15 +99,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results_with_other_settings(cache, model, tasks, protocol) -> list[str]:
-    """Names of ``tasks`` whose existing result in ``cache`` was made with other settings."""
+def _results_with_other_settings(cache, meta, tasks, protocol) -> list[str]:
+    """Names of ``tasks`` whose existing result in ``cache`` for the model ``meta`` was made with
+    other settings or another protocol version (``run`` runs those again)."""
     import json
 
     from mteb_finegrain.protocol import PROTOCOL_VERSION
 
-    meta = getattr(model, "mteb_model_meta", None)
-    if meta is None:
-        return []
     wanted = json.loads(json.dumps(protocol.to_dict()))
     stale = []
     for task in tasks:

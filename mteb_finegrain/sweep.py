@@ -35,7 +35,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 from mteb_finegrain.errors import FineGrainError
 
@@ -383,8 +382,8 @@ def complete_result(spec: ModelSpec, task: str, protocol, output_folder: str, ov
     task_object = register_tasks()[task](protocol=protocol, show_progress_bar=False)
     if existing is None or existing.get_missing_evaluations(task_object):
         return None
-    # run's own rule, which reads the meta from a loaded model: no model needs loading for it.
-    if overwrite_strategy == "only-missing" and _results_with_other_settings(cache, SimpleNamespace(mteb_model_meta=meta), [task_object], protocol):
+    # run's own rule (no model needs loading for it).
+    if overwrite_strategy == "only-missing" and _results_with_other_settings(cache, meta, [task_object], protocol):
         return None
     return cache.get_task_result_path(task, meta)
 
