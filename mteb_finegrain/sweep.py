@@ -593,6 +593,10 @@ def run_sweep(specs: list[ModelSpec], tasks: list[str], options: dict, resources
                 bar.update(1)
                 continue
         todo.append(index)
+    # Longest jobs first: the last jobs to finish are then short ones, so workers idle less at the
+    # end (on 2 workers, MiniLM x {TREC, CLINC150} in the given order left one idle for ~10 s).
+    weight = {task: _task_weight(known[task]) for task in tasks}
+    todo.sort(key=lambda i: -weight[pairs[i][1]])
     if todo:
         started = _start_ray(ray, resources)
         try:
@@ -624,6 +628,21 @@ def run_sweep(specs: list[ModelSpec], tasks: list[str], options: dict, resources
                 ray.shutdown()
     bar.close()
     return [outcomes[i] for i in range(len(pairs))]
+
+
+def _task_weight(task_class) -> int:
+    """Bytes of a task's local data files: a stand-in for how long its jobs take (0 if unknown)."""
+    from mteb_finegrain.data import _local_folder
+
+    total = 0
+    for card in task_class.cards.values():
+        try:
+            found = _local_folder(card)
+        except FineGrainError:
+            found = None
+        if found is not None:
+            total += sum(path.stat().st_size for path in found[0].iterdir() if path.is_file())
+    return total
 
 
 def format_table(outcomes: list[JobOutcome], wall: float | None = None) -> str:
