@@ -62,7 +62,7 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "seed": protocol.seed,
         "training": asdict(protocol.coarse_training),
     }
-    device = _device_of(encoder)
+    device = encoder.device
     precision = training_precision(device)
     if precision != "float32":  # keys of float32 (CPU) training are those of earlier versions
         key["precision"] = precision
@@ -77,10 +77,6 @@ def stage_checkpoint_key(encoder: LayerEncoder, split: LabelledSplit, card: Task
     """The key of the coarse-tuned checkpoint of ``encoder`` on ``split`` (nothing is loaded or trained)."""
     depth = card.level_names.index(protocol.train_level_name(card.level_names))
     return checkpoint_key(encoder, card, protocol, split_hash(split, depth), prompt)
-
-
-def _device_of(encoder: LayerEncoder) -> torch.device:
-    return next(encoder.sentence_transformer.parameters()).device
 
 
 def training_precision(device: torch.device) -> str:
@@ -210,7 +206,7 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     labels = split.levels[card.level_names.index(level)]
     key = stage_checkpoint_key(encoder, split, card, protocol, prompt)
     target = _key_dir(key)
-    device = next(encoder.sentence_transformer.parameters()).device
+    device = encoder.device
     target.parent.mkdir(parents=True, exist_ok=True)
     # One process trains a checkpoint; another that needs the same one waits, then reuses it.
     lock = FileLock(str(target) + ".lock")

@@ -209,7 +209,6 @@ def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: 
     import transformers
 
     revision = encoder.mteb_model_meta.revision
-    parameter = next(encoder.sentence_transformer.parameters())
     return {
         "format": FORMAT,
         "model": encoder.model_name,
@@ -220,8 +219,8 @@ def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: 
         "max_length": encoder.max_length,
         "prompt": prompt,
         "batch_size": encoder.batch_size,
-        "device": parameter.device.type,
-        "dtype": str(parameter.dtype),
+        "device": encoder.device.type,
+        "dtype": str(encoder.dtype),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),  # intra-op threads change reduction order, hence bits
         "transformers": transformers.__version__,

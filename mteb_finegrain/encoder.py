@@ -202,6 +202,16 @@ class LayerEncoder(AbsEncoder):
         return ModelMeta.create_empty(overwrites={"name": type(model).__name__})
 
     @property
+    def device(self) -> torch.device | None:
+        """Where the model's weights are (None without hidden states)."""
+        return next(self._transformer.parameters()).device if self.has_hidden_states else None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the model's weights, which encoding computes in (None without hidden states)."""
+        return next(self._transformer.parameters()).dtype if self.has_hidden_states else None
+
+    @property
     def max_length(self) -> int | None:
         """Tokens per text that encoding keeps (the model's ``max_seq_length``); None without hidden states."""
         return self.sentence_transformer.max_seq_length if self.has_hidden_states else None
@@ -245,7 +255,7 @@ class LayerEncoder(AbsEncoder):
         transformer = self._transformer
         tokenizer = self.sentence_transformer.tokenizer
         max_length = self.sentence_transformer.max_seq_length
-        device = next(transformer.parameters()).device
+        device = self.device
         n_layers = len(self.layers)
         out = np.empty((n_layers, len(texts), transformer.config.hidden_size), dtype=np.float32)
         # Longest first, as SentenceTransformer.encode does: batches of similar length pad little.

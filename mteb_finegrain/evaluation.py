@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import joblib
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
@@ -75,8 +76,6 @@ def _fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) -
 def _n_jobs() -> int:
     # The cores this process was given: torch's intra-op threads (set by OMP_NUM_THREADS or a sweep
     # job's --threads-per-job), at most the CPUs it may use (affinity, cgroup quota).
-    import torch
-
     return max(1, min(joblib.cpu_count(), torch.get_num_threads()))
 
 

@@ -199,11 +199,9 @@ def _runtime(encoder: Any, encoded: dict) -> dict:
     if encoder.has_hidden_states:
         from mteb_finegrain.coarse_tuning import training_precision
 
-        parameter = next(encoder.sentence_transformer.parameters())
-        device = parameter.device
-        runtime.update(device=str(device), encoding_dtype=str(parameter.dtype).removeprefix("torch."))
+        runtime.update(device=str(encoder.device), encoding_dtype=str(encoder.dtype).removeprefix("torch."))
         if "coarse_tuned" in encoded:
-            runtime["coarse_training_precision"] = training_precision(device)
+            runtime["coarse_training_precision"] = training_precision(encoder.device)
     return runtime
 
 
