@@ -20,9 +20,11 @@ from mteb_finegrain.errors import FineGrainError
 TASK_PATH_ENV = "MTEB_FINEGRAIN_TASK_PATH"
 
 _REQUIRED = ("name", "description", "reference", "license", "citation", "columns", "splits")
-_OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "languages", "domains", "task_subtypes", "date")
+_OPTIONAL = ("local", "hub", "hierarchy", "levels", "download", "version", "sample", "languages", "domains", "task_subtypes", "date")
 _SPLIT_ROLES_REQUIRED = ("coarse_train", "fewshot_pool", "evaluation")
 _SPLIT_ROLES = (*_SPLIT_ROLES_REQUIRED, "validation")
+# Roles a card may cap with a stratified sample (``sample:``); few-shot draws are small already.
+_SAMPLE_ROLES = ("coarse_train", "validation", "evaluation")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # one folder name, never a path
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -50,7 +52,11 @@ class TaskCard:
     download : str or None
         How to obtain the data when it is not shipped (printed when no source has it).
     version : str
-        Card version, reported in the results; bump it when the data or splits change.
+        Card version, reported in the results; bump it when the data, splits or samples change.
+    sample : dict
+        Role -> number of rows kept: a stratified sample (by the finest label, with the
+        protocol's seed) of the ``coarse_train``, ``validation`` or ``evaluation`` rows, as MTEB
+        subsamples large test splits. For datasets whose full run would cost too much (long texts).
     """
 
     name: str
@@ -67,6 +73,7 @@ class TaskCard:
     levels: tuple[tuple[str, str], ...] = ()
     download: str | None = None
     version: str = "1"
+    sample: dict[str, int] = field(default_factory=dict)
     languages: list[str] = field(default_factory=lambda: ["eng-Latn"])
     domains: list[str] | None = None
     task_subtypes: list[str] = field(default_factory=list)
@@ -144,6 +151,18 @@ def _hub(value: Any, source: Path) -> dict:
     if "columns" in value:
         hub["columns"] = _mapping(value, "columns", source)
     return hub
+
+
+def _sample(value: Any, source: Path) -> dict[str, int]:
+    """``sample:`` as role -> positive number of rows."""
+    if not isinstance(value, dict) or not value:
+        raise _fail(source, f"'sample' must map split roles to numbers of rows, e.g. {{evaluation: 2048}}, got {value!r}")
+    for role, size in value.items():
+        if role not in _SAMPLE_ROLES:
+            raise _fail(source, f"'sample': role {role!r} cannot be sampled; roles are {list(_SAMPLE_ROLES)}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise _fail(source, f"'sample': {role} must be a positive number of rows, got {size!r}")
+    return dict(value)
 
 
 def load_card(path: str | os.PathLike) -> TaskCard:
@@ -231,6 +250,7 @@ def load_card(path: str | os.PathLike) -> TaskCard:
     version = raw.get("version", "1")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version).strip():
         raise _fail(source, f"'version' must be a string such as \"1\", got {version!r}")
+    sample = _sample(raw["sample"], source) if raw.get("sample") is not None else {}
     languages = _string_list(raw, "languages", source, ["eng-Latn"])
     domains = _string_list(raw, "domains", source, None)
     task_subtypes = _string_list(raw, "task_subtypes", source, [])
@@ -252,6 +272,7 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         levels=levels,
         download=download.strip() if download else None,
         version=str(version),
+        sample=sample,
         languages=languages,
         domains=domains,
         task_subtypes=task_subtypes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.errors import FineGrainError
@@ -283,6 +284,21 @@ def carve_validation(pool: LabelledSplit, seed: int) -> tuple[LabelledSplit, Lab
     )
 
 
+def stratified_sample(split: LabelledSplit, size: int, seed: int, where: str) -> LabelledSplit:
+    """``size`` rows of ``split``, stratified by the finest label, chosen with ``seed``, in file order.
+
+    The card's ``sample:`` (as MTEB subsamples large test splits); a split of ``size`` rows or
+    fewer is returned unchanged. ``where`` names the card and role in errors.
+    """
+    if size >= len(split):
+        return split
+    try:
+        kept, _ = train_test_split(np.arange(len(split)), train_size=size, stratify=split.fine, random_state=seed)
+    except ValueError as exc:  # a class with one row, or fewer rows than classes
+        raise FineGrainError(f"{where}: cannot draw a stratified sample of {size} of {len(split)} rows: {exc}") from None
+    return split.subset(sorted(kept.tolist()), f"{split.source} (stratified sample of {size})")
+
+
 def _local_folder(card: TaskCard) -> tuple[Path, str] | None:
     """The first folder holding this card's split files: the data directory, then the package."""
     if not card.local:
@@ -313,7 +329,8 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
     ------
     FineGrainError
         On a missing data directory, file, split or column, an empty text, a label under two
-        parents at any level, or evaluation fine labels missing from the few-shot pool.
+        parents at any level, evaluation fine labels missing from the few-shot pool, or a
+        ``sample:`` that cannot be stratified.
     """
     roles = card.splits
     wanted = sorted(set(roles.values()))
@@ -346,6 +363,10 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
     else:
         validation = loaded[roles["validation"]]
     evaluation = loaded[roles["evaluation"]]
+    sampled = {"coarse_train": coarse_train, "validation": validation, "evaluation": evaluation}
+    for role, size in card.sample.items():
+        sampled[role] = stratified_sample(sampled[role], size, seed, f"{card.source}: sample: {role}")
+    coarse_train, validation, evaluation = sampled["coarse_train"], sampled["validation"], sampled["evaluation"]
     absent = sorted(set(evaluation.fine) - set(pool.fine))
     if absent:
         shown = ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "")

@@ -156,6 +156,7 @@ class AbsTaskFineGrainHidden(AbsTask):
                 "levels": data_split.level_names,
                 "classes_per_level": {name: len(set(labels)) for name, labels in zip(data_split.level_names, data_split.evaluation.levels)},
                 "validation": "carved from few-shot pool" if data_split.validation_carved else card.splits["validation"],
+                "sample": dict(card.sample),  # roles cut to a stratified sample of this many rows
                 "sizes": {
                     "coarse_train": len(data_split.coarse_train),
                     "fewshot_pool": len(data_split.fewshot_pool),

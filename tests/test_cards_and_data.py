@@ -18,6 +18,9 @@ def test_builtin_cards_load():
     assert "@inproceedings" in trec.citation
     goemotions = next(c for c in builtin if c.name == "GoEmotions")
     assert goemotions.levels == (("sentiment", "l1"), ("ekman", "l2"), ("emotion", "l3"))
+    assert goemotions.sample == {}
+    newsgroups = next(c for c in builtin if c.name == "TwentyNewsgroups")
+    assert newsgroups.sample == {"coarse_train": 5000, "evaluation": 2048} and newsgroups.version == "2"
 
 
 @pytest.mark.parametrize(
@@ -29,6 +32,10 @@ def test_builtin_cards_load():
         (lambda s: s.replace("name: Tiny", "name: 'not ok'"), "'name' must be an identifier"),
         (lambda s: s.replace("coarse: coarse, ", ""), "'columns' needs coarse"),
         (lambda s: s + "  test_b: test\n", "unknown split role"),
+        (lambda s: s + "sample: {fewshot_pool: 10}\n", "'sample': role 'fewshot_pool' cannot be sampled"),
+        (lambda s: s + "sample: {evaluation: 0}\n", "'sample': evaluation must be a positive number of rows, got 0"),
+        (lambda s: s + "sample: {evaluation: true}\n", "'sample': evaluation must be a positive number of rows, got True"),
+        (lambda s: s + "sample: [evaluation]\n", "'sample' must map split roles to numbers of rows"),
     ],
 )
 def test_bad_cards_name_the_problem(tmp_path, edit, message):
@@ -179,3 +186,34 @@ def test_one_bad_user_card_is_skipped_not_fatal(tmp_path, monkeypatch):
     assert [c.name for c in user] == ["Good"] and "TREC" in {c.name for c in builtin}
     assert [str(e).split(": ")[0].rsplit("/", 1)[-1] for e in skipped] == ["bad.yaml", "twin.yaml"]
     assert "already used by" in str(skipped[1])
+
+
+def _sampled_card(finegrain_env, sample: str):
+    card = finegrain_env["card"]
+    card.write_text(card.read_text() + f"sample: {sample}\n")
+    return load_card(card)
+
+
+def test_card_sample_is_stratified_seeded_and_in_file_order(finegrain_env):
+    card = _sampled_card(finegrain_env, "{evaluation: 16, coarse_train: 20}")
+    assert card.sample == {"evaluation": 16, "coarse_train": 20}
+    data = load_card_data(card, seed=42)
+    assert len(data.evaluation) == 16 and len(data.coarse_train) == 20
+    assert {label: data.evaluation.fine.count(label) for label in set(data.evaluation.fine)} == {"ant": 4, "bee": 4, "elm": 4, "oak": 4}
+    assert data.evaluation.lines == sorted(data.evaluation.lines)  # file order kept
+    # the few-shot pool and the validation slice are not sampled; coarse training no longer is the pool
+    assert len(data.fewshot_pool) + len(data.validation) == 80
+    assert data.coarse_train is not data.fewshot_pool and set(data.coarse_train.texts) <= set(data.fewshot_pool.texts)
+    assert load_card_data(card, seed=42).evaluation.texts == data.evaluation.texts
+    assert load_card_data(card, seed=7).evaluation.texts != data.evaluation.texts
+
+
+def test_card_sample_larger_than_the_split_keeps_it_whole(finegrain_env):
+    data = load_card_data(_sampled_card(finegrain_env, "{evaluation: 1000}"))
+    assert len(data.evaluation) == 32
+
+
+def test_card_sample_that_cannot_be_stratified_names_card_and_role(finegrain_env):
+    card = _sampled_card(finegrain_env, "{evaluation: 2}")  # 4 fine classes
+    with pytest.raises(FineGrainError, match=r"tiny.yaml: sample: evaluation: cannot draw a stratified sample of 2 of 32 rows"):
+        load_card_data(card)
