@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -39,10 +39,8 @@ def fewshot_indices(labels: Sequence[str], shots: Sequence[int], seed: int) -> d
     return {n: sorted(i for members in order.values() for i in members[:n]) for n in shots}
 
 
-def probe_scores(
-    train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, seed: int, limit_threads: bool = True
-) -> tuple[float, float]:
-    """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x``.
+def fit_probe(train_x: np.ndarray, train_y: Sequence, seed: int, limit_threads: bool = True) -> Pipeline:
+    """The probe: per-feature standardisation and logistic regression, fitted on ``train_x``.
 
     Labels may be strings or their ranks among the sorted labels (integers): both give the same
     classes in the same order, hence the same model, and integers are faster to compare.
@@ -54,5 +52,19 @@ def probe_scores(
     with threadpool_limits(1) if limit_threads else nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter
         classifier.fit(train_x, train_y)
-        predicted = classifier.predict(test_x)
+    return classifier
+
+
+def probe_accuracy_f1(classifier: Pipeline, test_x: np.ndarray, test_y: Sequence) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a fitted probe on ``test_x``."""
+    predicted = classifier.predict(test_x)
     return float(accuracy_score(test_y, predicted)), float(f1_score(test_y, predicted, average="macro"))
+
+
+def probe_scores(
+    train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, seed: int, limit_threads: bool = True
+) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x`` (see ``fit_probe``)."""
+    classifier = fit_probe(train_x, train_y, seed, limit_threads)
+    with threadpool_limits(1) if limit_threads else nullcontext():
+        return probe_accuracy_f1(classifier, test_x, test_y)

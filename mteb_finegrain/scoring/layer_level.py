@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import accuracy_score
 from threadpoolctl import threadpool_limits
 
 from mteb_finegrain.scoring.clustering import clustering_scores, within_coarse_v_measure
-from mteb_finegrain.scoring.fewshot_probe import probe_scores
+from mteb_finegrain.scoring.fewshot_probe import fit_probe, probe_accuracy_f1
 
 
 def _record(stage: str, level: str, layer: int, metric: str, values: list[float], shots: int | None = None) -> dict:
@@ -76,18 +77,19 @@ def score_layer_level(job: LevelJob) -> LevelScores:
             return np.array([rank[y] for y in labels])
 
         truth = ranks(job.truth)
-
-        def probe(seed: int, n: int, test_x: np.ndarray, test_y: np.ndarray) -> tuple[float, float]:
-            return probe_scores(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), test_x, test_y, seed, limit_threads=False)
+        valid_truth = ranks(job.valid_truth) if job.valid_x is not None else None
 
         probes = []
+        validation_scores = []
         for n in job.shots:
-            runs = [probe(seed, n, job.eval_x, truth) for seed in job.probe_seeds]
+            runs = []
+            for seed in job.probe_seeds:
+                classifier = fit_probe(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), seed, limit_threads=False)
+                runs.append(probe_accuracy_f1(classifier, job.eval_x, truth))
+                if n == job.main_shots and job.valid_x is not None:
+                    # The layer choice reuses the main-shot probe itself: the same fit as refitting it.
+                    validation_scores.append(float(accuracy_score(valid_truth, classifier.predict(job.valid_x))))
             probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs], n))
             probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
-        validation = None
-        if job.valid_x is not None:
-            valid_truth = ranks(job.valid_truth)
-            scores = [probe(seed, job.main_shots, job.valid_x, valid_truth)[0] for seed in job.probe_seeds]
-            validation = float(np.mean(scores))
+        validation = float(np.mean(validation_scores)) if job.valid_x is not None else None
     return LevelScores(clustering, probes, validation)
