@@ -7,7 +7,8 @@ In one run, on one machine state:
    coarse fine-tuning with the protocol's settings;
 2. the full default protocol (both stages), ``mteb-finegrain run`` in a fresh process with an empty
    cache (coarse training, encoding, scoring, writing);
-3. a re-run with ``--shots 1,2,4,8`` on the same cache: a scoring-only change, every text cached;
+3. a re-run with ``--shots 1,2,4,8`` on the same cache: a scoring-only change, every text and
+   every clustering result cached; its records must equal the first run's (checked);
 4. with ``--compare-memory``, the full protocol once more with the embedding cache off, for the
    peak-memory ratio of the cache-writing run (issue 11: within 10%).
 
@@ -74,11 +75,18 @@ def floor_seconds(card, model_dir: str) -> dict:
     return timings
 
 
+def _scores(output: Path, task: str) -> dict:
+    (path,) = output.rglob(f"{task}.json")
+    return json.loads(path.read_text())["scores"]["test"][0]
+
+
 def _stage_runtime(output: Path, task: str) -> dict:
     """Per stage: texts encoded, seconds of forward passes and of scoring (from the result file)."""
-    (path,) = output.rglob(f"{task}.json")
-    scores = json.loads(path.read_text())["scores"]["test"][0]
-    return scores["runtime"]["embeddings"]
+    return _scores(output, task)["runtime"]["embeddings"]
+
+
+def _values(output: Path, task: str) -> dict:
+    return {(r["stage"], r["level"], r["layer"], r["metric"], r["shots"]): (r["value"], r["std"]) for r in _scores(output, task)["records"]}
 
 
 def main() -> int:
@@ -107,13 +115,20 @@ def main() -> int:
         print(f"{task}: full protocol {full:.1f} s, peak {full_peak:.0f} MB (cold cache)", flush=True)
         for stage, numbers in _stage_runtime(work / "first", task).items():
             print(f"{task}:   {stage}: forward passes {numbers['encode_seconds']:.1f} s, scoring {numbers['scoring_seconds']:.1f} s (scoring / encoding {numbers['scoring_seconds'] / numbers['encode_seconds']:.2f})", flush=True)
+        first_values = _values(work / "first", task)
         rerun, rerun_peak = run_measured([*command, str(work / "first"), "--shots", "1,2,4,8"], env)
+        again = _values(work / "first", task)
+        same = sum(first_values.get(key) == value for key, value in again.items())
+        print(f"{task}: re-run records equal to the first run's: {same} of {len(again)}", flush=True)
         runtime = _stage_runtime(work / "first", task)
         encoded = {stage: numbers["texts_encoded"] for stage, numbers in runtime.items()}
         scoring = sum(numbers["scoring_seconds"] for numbers in runtime.values())
-        print(f"{task}: re-run with --shots 1,2,4,8 {rerun:.1f} s (scoring {scoring:.1f} s, the rest start-up: imports, model, data), peak {rerun_peak:.0f} MB, texts encoded {encoded}", flush=True)
+        clustered = {stage: numbers.get("clustering_cached") for stage, numbers in runtime.items()}
+        print(f"{task}: re-run with --shots 1,2,4,8 {rerun:.1f} s (scoring {scoring:.1f} s, the rest start-up: imports, model, data), peak {rerun_peak:.0f} MB, texts encoded {encoded}, clustering results from the cache {clustered}", flush=True)
         if encoded != {"pretrained": 0, "coarse_tuned": 0}:
             raise SystemExit("the re-run encoded texts: the embedding cache did not serve it")
+        if same != len(again):
+            raise SystemExit("the re-run changed records it shares with the first run")
         if args.compare_memory:
             off_env = {**env, "MTEB_FINEGRAIN_CACHE_DIR": str(work / "cache-off"), "MTEB_FINEGRAIN_EMBEDDING_CACHE": "0"}
             off, off_peak = run_measured([*command, str(work / "off")], off_env)

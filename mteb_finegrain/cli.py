@@ -131,13 +131,14 @@ def _cache(args: argparse.Namespace) -> int:
     if args.action == "info":
         entries, size = embeddings.size()
         state = "" if cache_enabled() else " (switched off by MTEB_FINEGRAIN_EMBEDDING_CACHE)"
-        print(f"embeddings: {entries} entries, {size / 2**20:.1f} MB in {embeddings.root}{state}")
+        print(f"embeddings: {entries} entries and {embeddings.score_entries()} clustering results, {size / 2**20:.1f} MB in {embeddings.root}{state}")
         count, size, root = checkpoint_cache_size()
         print(f"coarse-tuned checkpoints: {count}, {size / 2**20:.1f} MB in {root}")
         return 0
     if args.which in ("embeddings", "all"):
+        scores = embeddings.score_entries()
         entries, size = embeddings.clear()
-        print(f"removed {entries} embedding entries ({size / 2**20:.1f} MB) from {embeddings.root}")
+        print(f"removed {entries} embedding entries and {scores} clustering results ({size / 2**20:.1f} MB) from {embeddings.root}")
     if args.which in ("checkpoints", "all"):
         count, size, root = clear_checkpoints()
         print(f"removed {count} coarse-tuned checkpoints ({size / 2**20:.1f} MB) from {root}")

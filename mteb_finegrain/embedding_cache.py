@@ -12,6 +12,9 @@ it is recomputed and rewritten.
 
 Which few-shot texts are encoded does not depend on the shots or seeds asked for (see
 ``evaluation.score_stage``), so a re-run with other shots or fewer seeds finds every call cached.
+Each layer's clustering scores at each level are kept beside the embeddings
+(``<digest>.scores.json``, keyed by a checksum of the embeddings, the labels and the seeds): they
+do not depend on the few-shot settings, so a re-run that changes only those runs no k-means.
 Off with ``MTEB_FINEGRAIN_EMBEDDING_CACHE=0`` (or ``run --no-embedding-cache``).
 """
 
@@ -65,6 +68,10 @@ def _digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _values_checksum(values: Any) -> str:
+    return hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -113,12 +120,44 @@ class EmbeddingCache:
             # A cache that cannot be written only costs time: the run goes on without it.
             logger.warning("Cannot write the embedding cache entry %s (%s): continuing without caching it", meta_path, exc.strerror or exc)
 
+    def _scores_path(self, key: dict) -> Path:
+        return self.root / f"{_digest(key)}.scores.json"
+
+    def load_scores(self, key: dict) -> dict[str, list[float]] | None:
+        """Per-seed scores stored under ``key`` (see ``clustering_key``); None when absent or not trusted."""
+        path = self._scores_path(key)
+        try:
+            entry = json.loads(path.read_text())
+            values = entry["values"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if path.exists():
+                logger.warning("Score cache entry %s is unreadable (%s): recomputing it", path, exc)
+            return None
+        if entry.get("key") != json.loads(json.dumps(key, default=str)) or entry.get("checksum") != _values_checksum(values):
+            logger.warning("Score cache entry %s does not match its checksum or key: recomputing it", path)
+            return None
+        return values
+
+    def store_scores(self, key: dict, values: dict[str, list[float]]) -> None:
+        """Write per-seed scores atomically, with a checksum that vouches for them."""
+        path = self._scores_path(key)
+        entry = {"format": FORMAT, "key": key, "values": values, "checksum": _values_checksum(values)}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, lambda out: out.write(json.dumps(entry, default=str).encode()))
+        except OSError as exc:
+            logger.warning("Cannot write the score cache entry %s (%s): continuing without caching it", path, exc.strerror or exc)
+
     def size(self) -> tuple[int, int]:
-        """(entries, bytes) held under ``root``."""
+        """(embedding entries, bytes of everything) held under ``root``; see ``score_entries``."""
         if not self.root.is_dir():
             return 0, 0
         files = [p for p in self.root.iterdir() if p.is_file()]
-        return sum(p.suffix == ".json" for p in files), sum(p.stat().st_size for p in files)
+        return sum(p.suffix == ".json" and not p.name.endswith(".scores.json") for p in files), sum(p.stat().st_size for p in files)
+
+    def score_entries(self) -> int:
+        """How many cached clustering results (one layer at one level each) ``root`` holds."""
+        return len(list(self.root.glob("*.scores.json"))) if self.root.is_dir() else 0
 
     def clear(self) -> tuple[int, int]:
         """Remove every entry; return (entries, bytes) removed."""
@@ -227,9 +266,41 @@ def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: 
     }
 
 
+def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[str] | None, seeds: Sequence[int]) -> dict:
+    """The cache key of one layer's clustering scores at one level.
+
+    Clustering sees neither shots nor probes: k-means (one thread, fixed seeds) on the same
+    embeddings against the same labels gives the same clusters, so a re-run that changes only the
+    few-shot settings takes these scores from the cache. The key holds the embeddings themselves
+    (a checksum of the array), the labels, the seeds, the clustering rules' version and the
+    libraries that compute them.
+    """
+    import scipy
+    import sklearn
+
+    from mteb_finegrain.protocol import PROTOCOL_VERSION
+    from mteb_finegrain.scoring.clustering import CLUSTERING_RULES
+
+    return {
+        "format": FORMAT,
+        "kind": "clustering",
+        "rules": CLUSTERING_RULES,
+        "protocol": PROTOCOL_VERSION,
+        "embeddings": _checksum(eval_x),
+        "shape": list(eval_x.shape),
+        "dtype": str(eval_x.dtype),
+        "labels": texts_hash(truth),
+        "parents": texts_hash(parents) if parents is not None else None,
+        "seeds": list(seeds),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "sklearn": sklearn.__version__,
+    }
+
+
 def describe_size() -> str:
-    """``N entries, M MB in DIR`` for the embedding cache."""
+    """``N entries and K clustering results, M MB in DIR`` for the embedding cache."""
     cache = EmbeddingCache()
     entries, size = cache.size()
-    return f"{entries} entries, {size / 2**20:.1f} MB in {cache.root}"
+    return f"{entries} entries and {cache.score_entries()} clustering results, {size / 2**20:.1f} MB in {cache.root}"
 

@@ -18,7 +18,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mteb_finegrain.data import CardData
-from mteb_finegrain.embedding_cache import StageEmbeddings
+from mteb_finegrain.embedding_cache import StageEmbeddings, clustering_key
 from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.protocol import Protocol
 from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
@@ -42,12 +42,15 @@ class StageScores:
         The layer with the best validation score (ties: the lower layer).
     scoring_seconds : float
         Wall time of the scoring (clustering and probes), not of the embeddings.
+    clustering_cached : int
+        (layer, level) clustering results taken from the score cache instead of computed.
     """
 
     records: list[dict]
     validation: dict[int, float]
     selected_layer: int
     scoring_seconds: float = 0.0
+    clustering_cached: int = 0
 
 
 def _fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) -> list[list[int]]:
@@ -152,6 +155,17 @@ def score_stage(
     # not run in parallel; and single-threaded k-means gives the same result on every machine).
     # The finest level's jobs, the largest, go first, so that the last to finish is a small one.
     jobs = sorted(((k, depth) for k in range(len(layers)) for depth, _ in levels), key=lambda job: (-job[1], job[0]))
+    # Clustering depends on neither shots nor probes: kept beside the cached embeddings, it is
+    # looked up here, so that a re-run with other few-shot settings runs no k-means.
+    started = time.perf_counter()
+    score_cache = embeddings.cache if embeddings.key is not None else None
+    cache_keys, cached = {}, {}
+    if score_cache is not None:
+        for k, depth in jobs:
+            cache_keys[(k, depth)] = clustering_key(eval_x[k], data.evaluation.levels[depth], data.evaluation.levels[depth - 1] if depth > 0 else None, protocol.clustering_seed_list)
+            values = score_cache.load_scores(cache_keys[(k, depth)])
+            if values is not None:
+                cached[(k, depth)] = values
     seeds = protocol.probe_seed_list
     arguments = [
         LevelJob(
@@ -170,12 +184,15 @@ def score_stage(
             main_shots=protocol.main_shots,
             probe_seeds=seeds,
             clustering_seeds=protocol.clustering_seed_list,
+            clustering_values=cached.get((k, depth)),
         )
         for k, depth in jobs
     ]
-    started = time.perf_counter()
     outcomes = Parallel(n_jobs=min(_n_jobs(), len(jobs)), return_as="generator")(delayed(score_layer_level)(job) for job in arguments)
     done = dict(zip(jobs, list(tqdm(outcomes, total=len(jobs), desc=f"Scoring layers ({stage})", disable=not show_progress_bar))))
+    for job, key in cache_keys.items():
+        if job not in cached:
+            score_cache.store_scores(key, done[job].clustering_values)
     records: list[dict] = []
     validation: dict[int, float] = {}
     for k, layer in enumerate(layers):
@@ -184,4 +201,4 @@ def score_stage(
         records.extend(r for outcome in per_level for r in outcome.probes)
         validation[layer] = per_level[finest].validation
     selected = max(layers, key=lambda layer: (validation[layer], -layer))
-    return StageScores(records, validation, selected, time.perf_counter() - started)
+    return StageScores(records, validation, selected, time.perf_counter() - started, len(cached))

@@ -141,6 +141,8 @@ class AbsTaskFineGrainHidden(AbsTask):
                 # Wall seconds of the forward passes and of the scoring (issue 11: scoring <= encoding).
                 "encode_seconds": round(embeddings.encode_seconds, 2),
                 "scoring_seconds": round(scores.scoring_seconds, 2),
+                # (layer, level) clustering results read from the cache instead of computed.
+                "clustering_cached": scores.clustering_cached,
             }
         main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
         main = records_by_key(records)[(main_stage, data_split.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]

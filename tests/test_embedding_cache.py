@@ -15,7 +15,7 @@ import pytest
 
 from conftest import fast_protocol
 from mteb_finegrain.cards import load_card
-from mteb_finegrain.embedding_cache import EmbeddingCache, StageEmbeddings
+from mteb_finegrain.embedding_cache import EmbeddingCache, StageEmbeddings, clustering_key
 from mteb_finegrain.results import load_results
 from mteb_finegrain.task import make_task_class
 
@@ -52,6 +52,27 @@ def test_a_damaged_or_partial_entry_is_not_trusted(tmp_path, damage):
     else:  # a writer replaced the array, then died before its metadata
         np.save(array_path, _array(3, seed=1))
     assert cache.load(KEY) is None
+
+
+def test_clustering_scores_round_trip_and_a_damaged_entry_is_not_trusted(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    x = _array(6)[0]
+    key = clustering_key(x, ["a", "b"] * 3, None, [42, 43])
+    values = {"v_measure": [0.25, 0.5], "nmi": [float("nan"), 1.0]}
+    cache.store_scores(key, values)
+    held = cache.load_scores(key)
+    assert held["v_measure"] == [0.25, 0.5] and np.isnan(held["nmi"][0])
+    # other embeddings, labels or seeds are other keys
+    assert cache.load_scores(clustering_key(x + 1, ["a", "b"] * 3, None, [42, 43])) is None
+    assert cache.load_scores(clustering_key(x, ["a", "b", "b", "a", "a", "b"], None, [42, 43])) is None
+    assert cache.load_scores(clustering_key(x, ["a", "b"] * 3, None, [42])) is None
+    (path,) = tmp_path.glob("*.scores.json")
+    entry = json.loads(path.read_text())
+    entry["values"]["v_measure"][0] = 0.3  # changed behind the checksum's back
+    path.write_text(json.dumps(entry))
+    assert cache.load_scores(key) is None
+    path.write_text(path.read_text()[:20])  # a partial write
+    assert cache.load_scores(key) is None
 
 
 class _CountingEncoder:
@@ -148,6 +169,10 @@ def test_a_scoring_only_rerun_encodes_nothing_and_loads_no_checkpoint(finegrain_
     monkeypatch.setattr(coarse_tuning, "coarse_tuned_encoder", no_checkpoint)
     again = _run(finegrain_env, tiny_st, tmp_path / "b", shots=(1, 8))
     assert {stage: v["texts_encoded"] for stage, v in again.scores["runtime"]["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
+    # No k-means either: every (layer, level) clustering result comes from the cache.
+    jobs = len({(r["layer"], r["level"]) for r in first.records() if r["stage"] == "pretrained"})
+    assert {stage: v["clustering_cached"] for stage, v in runtime["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
+    assert {stage: v["clustering_cached"] for stage, v in again.scores["runtime"]["embeddings"].items()} == {"pretrained": jobs, "coarse_tuned": jobs}
     assert sorted({r["shots"] for r in again.records() if r["metric"] == "probe_accuracy"}) == [1, 8]
     # The same numbers as a fresh run of the same settings without the cache (and as the first
     # run for the shots both have): which texts are encoded together never depends on the shots.
@@ -195,7 +220,8 @@ def test_cli_rerun_with_other_shots_replaces_the_result_and_cache_commands(fineg
     assert scores["settings"]["batch_size"] == 16  # --batch-size reaches the task (mteb fills in 32 otherwise)
     assert {stage: v["texts_encoded"] for stage, v in scores["runtime"]["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
     info = _cli("cache", "info").stdout
-    assert "embeddings: 6 entries" in info and "coarse-tuned checkpoints: 1," in info
+    # 3 calls a stage (evaluation, validation, few-shot); 3 layers x 2 levels of clustering a stage
+    assert "embeddings: 6 entries and 12 clustering results" in info and "coarse-tuned checkpoints: 1," in info
     _cli("cache", "clear", "--which", "all")
     assert "embeddings: 0 entries" in _cli("cache", "info").stdout
     assert not list((tmp_path / "cache" / "coarse_tuned").glob("*/finegrain_checkpoint.json"))

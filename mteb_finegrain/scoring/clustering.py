@@ -19,6 +19,11 @@ from sklearn.metrics.cluster import contingency_matrix
 from mteb_finegrain.protocol import CLUSTERING_METRICS
 
 
+# Bump when clustering_scores or within_coarse_v_measure compute anything differently: cached
+# clustering scores (see embedding_cache.clustering_key) made under other rules are then not used.
+CLUSTERING_RULES = 1
+
+
 def cluster_accuracy(labels: Sequence, clusters: Sequence[int]) -> float:
     """Share of examples whose cluster is matched to their class by the best one-to-one matching."""
     table = contingency_matrix(labels, clusters)

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from threadpoolctl import threadpool_limits
 
+from mteb_finegrain.protocol import CLUSTERING_METRICS, WITHIN_PARENT_METRICS
 from mteb_finegrain.scoring.clustering import clustering_scores, within_coarse_v_measure
 from mteb_finegrain.scoring.fewshot_probe import fit_probe, probe_accuracy_f1
 
@@ -52,6 +53,7 @@ class LevelJob:
     main_shots: int
     probe_seeds: list[int]
     clustering_seeds: list[int]
+    clustering_values: dict[str, list[float]] | None = None  # from the score cache: k-means is not run
 
 
 @dataclass
@@ -59,16 +61,19 @@ class LevelScores:
     clustering: list[dict]  # k-means and within-parent records
     probes: list[dict]
     validation: float | None  # mean validation probe accuracy (finest level only)
+    clustering_values: dict[str, list[float]]  # per-seed clustering scores (what the score cache keeps)
 
 
 def score_layer_level(job: LevelJob) -> LevelScores:
     """Every score of one layer at one level of the hierarchy (one job of ``score_stage``)."""
     with threadpool_limits(1):
-        unit = _normalise(job.eval_x)  # k-means on cosine geometry; the probes standardise their own inputs
-        clustering = [_record(job.stage, job.level, job.layer, metric, values) for metric, values in clustering_scores(unit, job.truth, job.clustering_seeds).items()]
-        if job.parents is not None:
-            within = within_coarse_v_measure(unit, job.parents, job.truth, job.clustering_seeds)
-            clustering.append(_record(job.stage, job.level, job.layer, "within_coarse_v_measure", within))
+        values = job.clustering_values
+        if values is None:
+            unit = _normalise(job.eval_x)  # k-means on cosine geometry; the probes standardise their own inputs
+            values = clustering_scores(unit, job.truth, job.clustering_seeds)
+            if job.parents is not None:
+                values["within_coarse_v_measure"] = within_coarse_v_measure(unit, job.parents, job.truth, job.clustering_seeds)
+        clustering = [_record(job.stage, job.level, job.layer, metric, values[metric]) for metric in (*CLUSTERING_METRICS, *WITHIN_PARENT_METRICS) if metric in values]
         # Labels as their rank among the level's sorted labels: the same classes in the same order
         # as the strings (so the same fits and predictions), and much faster to compare.
         rank = {label: i for i, label in enumerate(sorted({*job.truth, *(job.valid_truth or ()), *(y for ys in job.pool_labels.values() for y in ys)}))}
@@ -92,4 +97,4 @@ def score_layer_level(job: LevelJob) -> LevelScores:
             probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs], n))
             probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
         validation = float(np.mean(validation_scores)) if job.valid_x is not None else None
-    return LevelScores(clustering, probes, validation)
+    return LevelScores(clustering, probes, validation, values)
