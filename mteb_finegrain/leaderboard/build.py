@@ -106,8 +106,8 @@ def render_readme(summary: dict) -> str:
         "",
         "A citation line for one model: `mteb-finegrain leaderboard cite <model>`.",
         "",
-        "The reference entries (all-MiniLM-L6-v2, its random-init control, the TF-IDF + SVD control, sre-embedding-model; "
-        "all-mpnet-base-v2 once its protocol-2.0 run is complete) are one sweep, `leaderboard/reference/sweep.yaml`: "
+        "The reference entries (all-MiniLM-L6-v2, its random-init control, the TF-IDF + SVD control, all-mpnet-base-v2, "
+        "sre-embedding-model) are one sweep, `leaderboard/reference/sweep.yaml`: "
         "see [reference/README.md](reference/README.md).",
         "",
         "## How to cite",
