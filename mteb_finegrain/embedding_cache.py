@@ -60,7 +60,8 @@ def texts_hash(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _checksum(array: np.ndarray) -> str:
+def array_checksum(array: np.ndarray) -> str:
+    """Checksum of an array's bytes (what the cache entries and keys hold)."""
     return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
 
 
@@ -103,7 +104,7 @@ class EmbeddingCache:
             if meta_path.exists():
                 logger.warning("Embedding cache entry %s is unreadable (%s): recomputing it", meta_path, exc)
             return None
-        if meta.get("key") != json.loads(json.dumps(key, default=str)) or meta.get("checksum") != _checksum(array) or list(array.shape) != meta.get("shape"):
+        if meta.get("key") != json.loads(json.dumps(key, default=str)) or meta.get("checksum") != array_checksum(array) or list(array.shape) != meta.get("shape"):
             logger.warning("Embedding cache entry %s does not match its checksum or key: recomputing it", meta_path)
             return None
         return array
@@ -111,7 +112,7 @@ class EmbeddingCache:
     def store(self, key: dict, array: np.ndarray) -> None:
         """Write an entry atomically: the array first, then the metadata that vouches for it."""
         array_path, meta_path = self._paths(key)
-        meta = {"format": FORMAT, "key": key, "shape": list(array.shape), "checksum": _checksum(array)}
+        meta = {"format": FORMAT, "key": key, "shape": list(array.shape), "checksum": array_checksum(array)}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             _write_atomic(array_path, lambda out: np.save(out, array, allow_pickle=False))
@@ -266,14 +267,15 @@ def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: 
     }
 
 
-def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[str] | None, seeds: Sequence[int]) -> dict:
+def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[str] | None, seeds: Sequence[int], embeddings_checksum: str | None = None) -> dict:
     """The cache key of one layer's clustering scores at one level.
 
     Clustering sees neither shots nor probes: k-means (one thread, fixed seeds) on the same
     embeddings against the same labels gives the same clusters, so a re-run that changes only the
     few-shot settings takes these scores from the cache. The key holds the embeddings themselves
     (a checksum of the array), the labels, the seeds, the clustering rules' version and the
-    libraries that compute them.
+    libraries that compute them. ``embeddings_checksum``: the array's checksum when the caller
+    already has it (every level of a layer shares the layer's embeddings).
     """
     import scipy
     import sklearn
@@ -286,7 +288,7 @@ def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[s
         "kind": "clustering",
         "rules": CLUSTERING_RULES,
         "protocol": PROTOCOL_VERSION,
-        "embeddings": _checksum(eval_x),
+        "embeddings": embeddings_checksum or array_checksum(eval_x),
         "shape": list(eval_x.shape),
         "dtype": str(eval_x.dtype),
         "labels": texts_hash(truth),

@@ -18,7 +18,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mteb_finegrain.data import CardData
-from mteb_finegrain.embedding_cache import StageEmbeddings, clustering_key
+from mteb_finegrain.embedding_cache import StageEmbeddings, array_checksum, clustering_key
 from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.protocol import Protocol
 from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
@@ -161,8 +161,10 @@ def score_stage(
     score_cache = embeddings.cache if embeddings.key is not None else None
     cache_keys, cached = {}, {}
     if score_cache is not None:
+        layer_checksums = [array_checksum(layer_x) for layer_x in eval_x]  # once a layer, not once a level
         for k, depth in jobs:
-            cache_keys[(k, depth)] = clustering_key(eval_x[k], data.evaluation.levels[depth], data.evaluation.levels[depth - 1] if depth > 0 else None, protocol.clustering_seed_list)
+            parents = data.evaluation.levels[depth - 1] if depth > 0 else None
+            cache_keys[(k, depth)] = clustering_key(eval_x[k], data.evaluation.levels[depth], parents, protocol.clustering_seed_list, embeddings_checksum=layer_checksums[k])
             values = score_cache.load_scores(cache_keys[(k, depth)])
             if values is not None:
                 cached[(k, depth)] = values
