@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
+from sklearn.cluster import KMeans, kmeans_plusplus
 
-from mteb_finegrain.scoring.clustering import cluster_accuracy, clustering_scores, within_coarse_v_measure
+from mteb_finegrain.scoring.clustering import _kmeans, cluster_accuracy, clustering_scores, kmeans_plusplus_indices, within_coarse_v_measure
 from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, probe_scores
 
 
@@ -25,6 +27,23 @@ def test_separable_blobs_score_high_and_noise_low():
     assert min(scores["v_measure"]) > 0.95 and min(scores["cluster_accuracy"]) > 0.95
     noise = np.random.default_rng(1).normal(size=x.shape)
     assert max(clustering_scores(noise, fine, seeds=[0])["v_measure"]) < 0.3
+
+
+@pytest.mark.parametrize(("n", "dim", "k"), [(200, 8, 4), (600, 64, 30), (450, 384, 150)])
+def test_kmeans_seeding_is_scikit_learns(n, dim, k):
+    # The faster k-means++ must pick the rows scikit-learn picks, so that clusters (and every score
+    # on the leaderboard) stay those of KMeans(n_init=1, random_state=seed).
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[: n // 2] += 3 * rng.normal(size=dim).astype(np.float32)  # uneven density: many local trials matter
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for seed in (0, 42, 7):
+        _, expected = kmeans_plusplus(x - x.mean(axis=0), k, random_state=seed)
+        np.testing.assert_array_equal(kmeans_plusplus_indices(x, k, seed), expected)
+        reference = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x)
+        np.testing.assert_array_equal(_kmeans(x, k, seed), reference)
+    # Other dtypes are left to scikit-learn's own seeding.
+    np.testing.assert_array_equal(_kmeans(x.astype(np.float64), k, 0), KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(x.astype(np.float64)))
 
 
 def test_within_coarse_ignores_what_coarse_labels_explain():
