@@ -18,6 +18,7 @@ DEFAULTS_FINGERPRINT = {
     "1.0": "872928a05b1cbac8",
     "1.1": "a43fcd05ecd19924",
     "2.0": "14e237dfd02ccda8",
+    "3.0": "d3ebf6b3f42eff36",
 }
 
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from mteb_finegrain.scoring.clustering import _kmeans, cluster_accuracy, clustering_scores, kmeans_plusplus_indices, within_coarse_v_measure
-from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, probe_scores
+from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, fit_probe, probe_scores, warm_start_from, warm_start_ladder
 
 
 def _blobs(seed=0):
@@ -72,3 +72,27 @@ def test_probe_learns_separable_classes():
     idx = fewshot_indices(fine, [4], seed=0)[4]
     accuracy, f1 = probe_scores(x[idx], [fine[i] for i in idx], x, fine, seed=0)
     assert accuracy > 0.95 and f1 > 0.95
+
+
+def test_warm_start_rungs_depend_on_the_shot_count_alone():
+    assert [warm_start_from(n) for n in (1, 2, 3, 4, 6, 8, 16, 17)] == [None, 1, 2, 2, 4, 4, 8, 16]
+    assert warm_start_ladder([8]) == [1, 2, 4, 8]
+    assert warm_start_ladder([1, 2, 4, 8, 16]) == [1, 2, 4, 8, 16]
+    assert warm_start_ladder([3, 16]) == [1, 2, 3, 4, 8, 16]
+    with pytest.raises(ValueError, match="shots must be a positive integer, got 0"):
+        warm_start_from(0)
+
+
+def test_a_warm_started_probe_starts_from_the_given_probe():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + 2 * (x[:, 2] > 0)
+    cold = fit_probe(x, y, seed=0)
+    # Started at its own optimum, L-BFGS has nothing left to do; from zero it needs many steps.
+    again = fit_probe(x, y, seed=0, start=cold)
+    assert again[-1].n_iter_[0] <= 2 < cold[-1].n_iter_[0]
+    np.testing.assert_allclose(again[-1].coef_, cold[-1].coef_, atol=1e-3)
+    assert cold[-1].n_iter_[0] == fit_probe(x, y, seed=0)[-1].n_iter_[0]  # the start was copied, not refitted
+    # A start with other classes is not used: the fit is the cold one.
+    other = fit_probe(x[:, :3], y % 2, seed=0)
+    np.testing.assert_array_equal(fit_probe(x, y, seed=0, start=other)[-1].coef_, cold[-1].coef_)

@@ -6,10 +6,16 @@ standardisation fitted on the few-shot examples (hidden states have a few huge d
 makes lbfgs crawl without it). MTEB samples and scales differently, so the scores are not MTEB
 classification scores. The few-shot samples depend on the seed only, never on the layer, so
 layers are compared on identical training sets.
+
+Since protocol 3.0 each n-shot probe starts from the probe one rung below it on the ladder 1, 2,
+4, 8, ... (same seed, so a subset of its examples; ``warm_start_from``) instead of from zero: the
+same optimum, reached in about a fifth fewer L-BFGS iterations. The rung depends on n alone, so a
+probe's score does not depend on which other shot counts a run asks for.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import nullcontext
 from collections import defaultdict
@@ -39,15 +45,40 @@ def fewshot_indices(labels: Sequence[str], shots: Sequence[int], seed: int) -> d
     return {n: sorted(i for members in order.values() for i in members[:n]) for n in shots}
 
 
-def fit_probe(train_x: np.ndarray, train_y: Sequence, seed: int, limit_threads: bool = True) -> Pipeline:
+def warm_start_from(shots: int) -> int | None:
+    """The shot count whose probe the ``shots``-shot probe starts from: the largest power of two below it.
+
+    None for 1 shot (started from zero). 16 starts from 8, 8 from 4, 6 from 4, 3 from 2.
+    """
+    if not isinstance(shots, int) or shots < 1:
+        raise ValueError(f"shots must be a positive integer, got {shots!r}")
+    return None if shots == 1 else 1 << ((shots - 1).bit_length() - 1)
+
+
+def warm_start_ladder(shots: Sequence[int]) -> list[int]:
+    """Every shot count a run fits to score ``shots``: those asked for and the rungs they start from, ascending."""
+    needed: set[int] = set()
+    for n in shots:
+        while n is not None and n not in needed:
+            needed.add(n)
+            n = warm_start_from(n)
+    return sorted(needed)
+
+
+def fit_probe(train_x: np.ndarray, train_y: Sequence, seed: int, limit_threads: bool = True, start: Pipeline | None = None) -> Pipeline:
     """The probe: per-feature standardisation and logistic regression, fitted on ``train_x``.
 
     Labels may be strings or their ranks among the sorted labels (integers): both give the same
     classes in the same order, hence the same model, and integers are faster to compare.
     ``limit_threads=False`` when the caller already runs under ``threadpool_limits(1)`` (setting
-    the limits costs milliseconds, more than a small fit).
+    the limits costs milliseconds, more than a small fit). ``start``: a fitted probe whose
+    coefficients L-BFGS starts from (see ``warm_start_from``; left unused when its classes differ);
+    the standardisation is always fitted afresh on ``train_x``.
     """
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed))
+    if start is not None and np.array_equal(start[-1].classes_, np.unique(train_y)):
+        classifier = copy.deepcopy(start)  # warm_start=True: fit() starts from the copied coefficients
+    else:
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed, warm_start=True))
     # One BLAS thread: these problems are small, and threads make them several times slower.
     with threadpool_limits(1) if limit_threads else nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter

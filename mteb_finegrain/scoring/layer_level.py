@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from mteb_finegrain.protocol import CLUSTERING_METRICS, WITHIN_PARENT_METRICS
 from mteb_finegrain.scoring.clustering import clustering_scores, within_coarse_v_measure
-from mteb_finegrain.scoring.fewshot_probe import fit_probe, probe_accuracy_f1
+from mteb_finegrain.scoring.fewshot_probe import fit_probe, probe_accuracy_f1, warm_start_from, warm_start_ladder
 
 
 def _record(stage: str, level: str, layer: int, metric: str, values: list[float], shots: int | None = None) -> dict:
@@ -45,12 +45,13 @@ class LevelJob:
     truth: list[str]  # evaluation labels at this level
     parents: list[str] | None  # evaluation labels one level coarser (None at the coarsest)
     eval_x: np.ndarray
-    pool_rows: dict[tuple[int, int], np.ndarray]  # (seed, shots) -> few-shot embeddings
+    pool_rows: dict[tuple[int, int], np.ndarray]  # (seed, shots) -> few-shot embeddings, warm-start rungs included
     pool_labels: dict[tuple[int, int], list[str]]
     valid_x: np.ndarray | None  # finest level only: the validation probes choose the layer
     valid_truth: list[str] | None
     shots: tuple[int, ...]
     main_shots: int
+    warm_start: bool  # each probe starts from the one below it on the shot ladder (see fewshot_probe)
     probe_seeds: list[int]
     clustering_seeds: list[int]
     clustering_values: dict[str, list[float]] | None = None  # from the score cache: k-means is not run
@@ -84,17 +85,23 @@ def score_layer_level(job: LevelJob) -> LevelScores:
         truth = ranks(job.truth)
         valid_truth = ranks(job.valid_truth) if job.valid_x is not None else None
 
-        probes = []
+        runs: dict[int, list[tuple[float, float]]] = {n: [] for n in job.shots}
         validation_scores = []
-        for n in job.shots:
-            runs = []
-            for seed in job.probe_seeds:
-                classifier = fit_probe(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), seed, limit_threads=False)
-                runs.append(probe_accuracy_f1(classifier, job.eval_x, truth))
+        for seed in job.probe_seeds:
+            # Fewest shots first: each probe starts from the one it warm-starts from (protocol 3.0).
+            fitted = {}
+            for n in warm_start_ladder(job.shots) if job.warm_start else sorted(job.shots):
+                start = fitted.get(warm_start_from(n)) if job.warm_start else None
+                fitted[n] = fit_probe(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), seed, limit_threads=False, start=start)
+                if n not in runs:
+                    continue  # a rung only
+                runs[n].append(probe_accuracy_f1(fitted[n], job.eval_x, truth))
                 if n == job.main_shots and job.valid_x is not None:
                     # The layer choice reuses the main-shot probe itself: the same fit as refitting it.
-                    validation_scores.append(float(accuracy_score(valid_truth, classifier.predict(job.valid_x))))
-            probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs], n))
-            probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs], n))
+                    validation_scores.append(float(accuracy_score(valid_truth, fitted[n].predict(job.valid_x))))
+        probes = []
+        for n in job.shots:
+            probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs[n]], n))
+            probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs[n]], n))
         validation = float(np.mean(validation_scores)) if job.valid_x is not None else None
     return LevelScores(clustering, probes, validation, values)
