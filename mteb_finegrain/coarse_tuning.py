@@ -30,7 +30,7 @@ from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import LabelledSplit
 from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+from mteb_finegrain.protocol import COARSE_TRAINING_PROTOCOL, Protocol
 
 logger = logging.getLogger(__name__)
 CACHE_DIR_ENV = "MTEB_FINEGRAIN_CACHE_DIR"
@@ -56,7 +56,7 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "card": card.name,
         "card_version": card.version,
         "data": data_hash,
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": COARSE_TRAINING_PROTOCOL,  # the version that last changed coarse training
         "pooling": encoder.pooling,
         "prompt": prompt,
         "seed": protocol.seed,

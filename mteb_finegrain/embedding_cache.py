@@ -280,14 +280,14 @@ def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[s
     import scipy
     import sklearn
 
-    from mteb_finegrain.protocol import PROTOCOL_VERSION
+    from mteb_finegrain.protocol import CLUSTERING_PROTOCOL
     from mteb_finegrain.scoring.clustering import CLUSTERING_RULES
 
     return {
         "format": FORMAT,
         "kind": "clustering",
         "rules": CLUSTERING_RULES,
-        "protocol": PROTOCOL_VERSION,
+        "protocol": CLUSTERING_PROTOCOL,  # the version that last changed clustering
         "embeddings": embeddings_checksum or array_checksum(eval_x),
         "shape": list(eval_x.shape),
         "dtype": str(eval_x.dtype),

@@ -11,6 +11,12 @@ from dataclasses import asdict, dataclass, field
 from mteb_finegrain.errors import FineGrainError
 
 PROTOCOL_VERSION = "3.0"
+# Cache keys name the protocol version that last changed what they cache, not PROTOCOL_VERSION, so
+# that a version that changes only the probes (3.0) reuses the coarse-tuned checkpoints (and with
+# them the cached embeddings) and the clustering scores made under the one before. Set one to the
+# new PROTOCOL_VERSION whenever a change touches coarse training, respectively clustering.
+COARSE_TRAINING_PROTOCOL = "2.0"
+CLUSTERING_PROTOCOL = "2.0"
 STAGES = ("pretrained", "coarse_tuned")
 
 # The names a result file uses, in one place (the leaderboard reads them without importing torch).
