@@ -68,9 +68,16 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")
     tasks = [known[name](protocol=protocol, show_progress_bar=not args.quiet, embedding_cache=not args.no_embedding_cache) for name in args.tasks]
+    if args.model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(args.model)):
+        raise FineGrainError(f"--model {args.model!r}: no such directory (a local model is a directory holding a sentence-transformers or transformers model; a Hub id looks like org/name)")
+    if args.model_name and not os.path.isdir(args.model):
+        raise FineGrainError(f"--model-name names a local model directory; {args.model!r} is not a directory (a Hub id is recorded under its own name)")
+    # The scoring workers start before the model loads, on the cores that loading leaves idle, not
+    # on the first stage's critical path (a cached re-run of TREC is half start-up).
+    from mteb_finegrain.scoring.workers import start_scoring_workers
+
+    start_scoring_workers()
     if args.model_name:
-        if not os.path.isdir(args.model):
-            raise FineGrainError(f"--model-name names a local model directory; {args.model!r} is not a directory (a Hub id is recorded under its own name)")
         from mteb_finegrain._plugin import local_model_meta
 
         model = local_model_meta(args.model, args.model_revision, args.model_name).load_model()

@@ -11,9 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-import joblib
 import numpy as np
-import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
@@ -23,6 +21,7 @@ from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.protocol import Protocol
 from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, warm_start_ladder
 from mteb_finegrain.scoring.layer_level import LevelJob, score_layer_level
+from mteb_finegrain.scoring.workers import n_scoring_jobs, wait_for_scoring_workers
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +73,6 @@ def _fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) -
                 calls.append(call)
                 seen.update(call)
     return calls
-
-
-def _n_jobs() -> int:
-    # The cores this process was given: torch's intra-op threads (set by OMP_NUM_THREADS or a sweep
-    # job's --threads-per-job), at most the CPUs it may use (affinity, cgroup quota).
-    return max(1, min(joblib.cpu_count(), torch.get_num_threads()))
 
 
 def resolve_layers(encoder: LayerEncoder, protocol: Protocol) -> list[int]:
@@ -195,7 +188,8 @@ def score_stage(
         )
         for k, depth in jobs
     ]
-    outcomes = Parallel(n_jobs=min(_n_jobs(), len(jobs)), return_as="generator")(delayed(score_layer_level)(job) for job in arguments)
+    wait_for_scoring_workers()  # started early by the CLI (spawned while the model loaded)
+    outcomes = Parallel(n_jobs=min(n_scoring_jobs(), len(jobs)), return_as="generator")(delayed(score_layer_level)(job) for job in arguments)
     done = dict(zip(jobs, list(tqdm(outcomes, total=len(jobs), desc=f"Scoring layers ({stage})", disable=not show_progress_bar))))
     for job, key in cache_keys.items():
         if job not in cached:

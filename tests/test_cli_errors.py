@@ -80,9 +80,17 @@ def test_empty_text(env, finegrain_env, tiny_model_dir, tmp_path):
     _assert_one_error_line(result, "test.jsonl:3: empty text")
 
 
+def test_a_model_directory_that_does_not_exist(env, tmp_path):
+    result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", "./no-such-model", "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "--model './no-such-model': no such directory")
+    assert not (tmp_path / "r").exists()
+
+
 def test_layer_out_of_range(env, tiny_model_dir, tmp_path):
     result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--layers", "0,9", "--output-folder", str(tmp_path / "r")], env, tmp_path)
     _assert_one_error_line(result, "layer 9 is out of range")
+    # The scoring workers had started before the error: they are stopped quietly.
+    assert "UserWarning" not in result.stderr, result.stderr
     assert not list((tmp_path / "r").rglob("FineGrainHidden*.json"))
 
 

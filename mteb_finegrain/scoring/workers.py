@@ -1,0 +1,59 @@
+"""The worker processes a stage's scoring runs in, and starting them ahead of time.
+
+Scoring runs one job per (layer, level) on every core this process was given, in joblib's
+reusable loky worker processes (each job limited to one thread; see ``evaluation.score_stage``).
+Starting a worker (a fresh interpreter importing numpy, SciPy and scikit-learn) takes a second or
+two, which a run whose embeddings are all cached would otherwise wait for before its first score:
+``start_scoring_workers`` starts them while the caller goes on loading the model.
+"""
+
+from __future__ import annotations
+
+import atexit
+
+import joblib
+from joblib import Parallel, delayed
+
+# The pending warm-up (a joblib generator): kept so that it is not collected, which would abort it
+# and stop the workers it started; consumed by ``wait_for_scoring_workers``.
+_warming = None
+
+
+def n_scoring_jobs() -> int:
+    """The cores this process was given: torch's intra-op threads (set by OMP_NUM_THREADS or a sweep
+    job's --threads-per-job), at most the CPUs it may use (affinity, cgroup quota)."""
+    import torch
+
+    return max(1, min(joblib.cpu_count(), torch.get_num_threads()))
+
+
+def worker_ready() -> bool:
+    # Importing this module (to unpickle this function) is the work: the worker then holds every
+    # library a scoring job needs.
+    import mteb_finegrain.scoring.layer_level  # noqa: F401
+
+    return True
+
+
+def start_scoring_workers() -> None:
+    """Start ``n_scoring_jobs()`` workers in the background and return at once (nothing with one core).
+
+    ``score_stage``'s jobs then run on the same reusable workers. Without this call the workers
+    start when the first stage is scored, as before; the scores are the same either way.
+    """
+    global _warming
+    n_jobs = n_scoring_jobs()
+    if n_jobs < 2 or _warming is not None:
+        return
+    _warming = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(worker_ready)() for _ in range(n_jobs))
+    # A run that ends before scoring (an error, nothing left to run) collects the warm-up at exit,
+    # which joblib reports as unused results: collect it first.
+    atexit.register(wait_for_scoring_workers)
+
+
+def wait_for_scoring_workers() -> None:
+    """Finish the warm-up that ``start_scoring_workers`` began (if any) before scoring submits its jobs."""
+    global _warming
+    if _warming is not None:
+        warming, _warming = _warming, None
+        list(warming)
