@@ -4,7 +4,9 @@ In one run, on one machine state:
 
 1. the floor: a plain ``SentenceTransformer.encode`` of every text a stage needs (evaluation,
    validation and the few-shot examples the probes draw), timed once per stage, plus one epoch of
-   coarse fine-tuning with the protocol's settings;
+   coarse fine-tuning with the protocol's settings; measured before the runs below and again
+   after them, and averaged (this machine's speed drifts by several percent within minutes, and
+   coarse training is most of both the floor and the full run);
 2. the full default protocol (both stages), ``mteb-finegrain run`` in a fresh process with an empty
    cache (coarse training, encoding, scoring, writing);
 3. a re-run with ``--shots 1,2,4,8`` on the same cache: a scoring-only change, every text and
@@ -105,9 +107,13 @@ def main() -> int:
     task = card.task_name
     os.environ["HF_HUB_OFFLINE"] = "1"
 
-    floor = floor_seconds(card, args.model)
-    floor_total = floor["encode_pretrained_s"] + floor["encode_coarse_tuned_s"] + floor["coarse_epoch_s"]
-    print(f"{task}: floor {floor_total:.1f} s = encode {floor['encode_pretrained_s']:.1f} s + {floor['encode_coarse_tuned_s']:.1f} s ({floor['texts_per_stage']} texts a stage) + one coarse epoch {floor['coarse_epoch_s']:.1f} s", flush=True)
+    def measure_floor(when: str) -> float:
+        floor = floor_seconds(card, args.model)
+        total = floor["encode_pretrained_s"] + floor["encode_coarse_tuned_s"] + floor["coarse_epoch_s"]
+        print(f"{task}: floor ({when}) {total:.1f} s = encode {floor['encode_pretrained_s']:.1f} s + {floor['encode_coarse_tuned_s']:.1f} s ({floor['texts_per_stage']} texts a stage) + one coarse epoch {floor['coarse_epoch_s']:.1f} s", flush=True)
+        return total
+
+    floor_before = measure_floor("before")
 
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as work:
         work = Path(work)
@@ -135,6 +141,9 @@ def main() -> int:
             off_env = {**env, "MTEB_FINEGRAIN_CACHE_DIR": str(work / "cache-off"), "MTEB_FINEGRAIN_EMBEDDING_CACHE": "0"}
             off, off_peak = run_measured([*command, str(work / "off")], off_env)
             print(f"{task}: full protocol, embedding cache off {off:.1f} s, peak {off_peak:.0f} MB; memory_ratio={full_peak / off_peak:.3f}", flush=True)
+    floor_after = measure_floor("after")
+    floor_total = (floor_before + floor_after) / 2
+    print(f"{task}: floor, mean of before and after {floor_total:.1f} s; full / floor before {full / floor_before:.3f}, after {full / floor_after:.3f}", flush=True)
     print(f"floor_ratio={full / floor_total:.3f} cache_ratio={rerun / full:.3f}")
     return 0
 
