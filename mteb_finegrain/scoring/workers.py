@@ -28,8 +28,7 @@ def n_scoring_jobs() -> int:
 
 
 def worker_ready() -> bool:
-    # Importing this module (to unpickle this function) is the work: the worker then holds every
-    # library a scoring job needs.
+    # Importing the job module is the work: the worker then holds every library a scoring job needs.
     import mteb_finegrain.scoring.layer_level  # noqa: F401
 
     return True
@@ -46,9 +45,6 @@ def start_scoring_workers() -> None:
     if n_jobs < 2 or _warming is not None:
         return
     _warming = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(worker_ready)() for _ in range(n_jobs))
-    # A run that ends before scoring (an error, nothing left to run) collects the warm-up at exit,
-    # which joblib reports as unused results: collect it first.
-    atexit.register(wait_for_scoring_workers)
 
 
 def wait_for_scoring_workers() -> None:
@@ -57,3 +53,8 @@ def wait_for_scoring_workers() -> None:
     if _warming is not None:
         warming, _warming = _warming, None
         list(warming)
+
+
+# A run that ends before scoring (an error, nothing left to run) would leave the warm-up to be
+# collected at exit, which joblib reports as unused results: collect it first.
+atexit.register(wait_for_scoring_workers)
