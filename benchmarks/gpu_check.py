@@ -17,7 +17,6 @@ works and how much it moves the numbers.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import re
@@ -25,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_datasets import BIN, run_measured  # noqa: E402
-from bench_floor import find_card, result_scores  # noqa: E402
+from bench_floor import find_card, result_scores
+from measurement import BIN, Figure, argument_parser, record, run_measured
 
 
 def random_minilm_shaped_model(folder: Path, texts: list[str]) -> Path:
@@ -49,7 +47,7 @@ def random_minilm_shaped_model(folder: Path, texts: list[str]) -> Path:
 
 
 def run(args: list[str], env: dict) -> float:
-    """Wall seconds of ``mteb-finegrain run ARGS`` in a fresh process (see ``bench_datasets.run_measured``)."""
+    """Wall seconds of ``mteb-finegrain run ARGS`` in a fresh process (see ``measurement.run_measured``)."""
     wall, _ = run_measured([str(BIN / "mteb-finegrain"), "run", *args], env)
     return wall
 
@@ -62,7 +60,7 @@ def describe(label: str, wall: float, result: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--model", help="model directory (default: a random BERT of MiniLM's shape, built here)")
     parser.add_argument("--card", default="trec")
     parser.add_argument("--output-folder", help="where the three runs' results are kept (default: a temporary folder)")
@@ -105,6 +103,16 @@ def main() -> int:
         print(f"{stage}: largest |GPU - CPU| over the records both runs have: {largest:.4f}")
     encoded = sum(n["texts_encoded"] for n in rerun_result["runtime"]["embeddings"].values())
     print(f"gpu_s={gpu:.1f} cpu_s={cpu:.1f} rerun_s={rerun:.1f} rerun_texts_encoded={encoded}")
+    if not args.no_record:
+        label = Path(args.model).name if args.model else "random BERT of all-MiniLM-L6-v2's shape"
+        record(__file__, f"{card.name}, {label}{', ' + args.run_args if args.run_args else ''}", [
+            Figure("device", gpu_result["runtime"]["device"], about="where the GPU run's model ran"),
+            Figure("gpu_s", round(gpu, 1), "s", about="full protocol on the GPU, empty cache"),
+            Figure("cpu_s", round(cpu, 1), "s", about="the same on this machine's CPU"),
+            Figure("rerun_s", round(rerun, 1), "s", about="GPU re-run with `--shots 1,2,4,8` from the cache"),
+            Figure("rerun_texts_encoded", encoded, target="== 0", about="texts the cached re-run encoded"),
+            *(Figure(f"largest_gpu_cpu_difference_{stage}", round(largest, 4), about="largest |GPU - CPU| of a record both runs have") for stage, largest in differences.items()),
+        ], results_dir=args.results_dir)
     return 0 if encoded == 0 else 1
 
 
