@@ -1,8 +1,18 @@
+import math
+
 import numpy as np
 import pytest
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.scoring.layer_signals import RANKME_EPSILON, dataset_entropy, effective_rank
+from mteb_finegrain.scoring.signal_choice import (
+    SignalEntry,
+    compare_layer_rules,
+    format_table,
+    layer_picks,
+    layer_spearman,
+    signal_directions,
+)
 
 # Columns 2-4 of the 4 x 4 Hadamard matrix, scaled by 3, 2 and 1:
 #   Z = [[ 3,  2,  1],
@@ -93,3 +103,139 @@ def test_bad_input_is_named():
         dataset_entropy(np.full((5, 3), 0.1))
     with pytest.raises(FineGrainError, match="row 2 of z equals the column mean"):
         dataset_entropy([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
+
+
+# Whether a signal picks the layer the fine labels pick (mteb_finegrain.scoring.signal_choice).
+
+# Two entries of five layers whose answers are worked out by hand below.
+# A: validation peaks at layer 2; B: validation rises to layer 4, but test is best at layer 3.
+VAL_A, TEST_A = [0.2, 0.4, 0.6, 0.5, 0.3], [0.25, 0.35, 0.55, 0.6, 0.3]
+VAL_B, TEST_B = [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.45, 0.4]
+
+
+def _entries():
+    def signals(val, depth):
+        return {
+            "good": list(np.exp(10 * np.asarray(val))),  # monotone in validation accuracy: Spearman 1
+            "inverted": [1 - 3 * v for v in val],  # Spearman -1: must be minimised
+            "depth": depth,
+        }
+
+    # "depth" against validation: A ranks (1, 3, 5, 4, 2) vs (1, 2, 3, 4, 5): sum d^2 = 14,
+    # rho = 1 - 6 * 14 / (5 * 24) = 0.3; B: rho = 1. Pooled mean 0.65 > 0: maximise in both,
+    # even though reversing "depth" in A alone would give it rho = -0.3 there.
+    a = SignalEntry("m", "t", "coarse_tuned", signals(VAL_A, [1, 2, 3, 4, 5]), VAL_A, TEST_A)
+    b = SignalEntry("m", "u", "coarse_tuned", signals(VAL_B, [1, 2, 3, 4, 5]), VAL_B, TEST_B)
+    return [a, b]
+
+
+def test_layer_spearman_known_value_and_constants():
+    # ranks (1, 2, 3, 4) vs (1, 3, 2, 4): sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert layer_spearman([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.4]) == pytest.approx(0.8)
+    assert math.isnan(layer_spearman([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert math.isnan(layer_spearman([1, 2, 3], [0.5, 0.5, 0.5]))
+    with pytest.raises(FineGrainError, match="equal length"):
+        layer_spearman([1, 2, 3], [1, 2])
+
+
+def test_directions_are_pooled_over_entries():
+    entries = _entries()
+    assert signal_directions(entries) == {"good": 1, "inverted": -1, "depth": 1}
+    # Reversed in A only: rho -0.3 in A, 1 in B; the pooled sign still says maximise.
+    mixed = [SignalEntry(e.model, e.task, e.stage, {"depth": d}, e.validation_accuracy, e.test_accuracy) for e, d in zip(entries, ([5, 4, 3, 2, 1], [1, 2, 3, 4, 5]))]
+    assert signal_directions(mixed) == {"depth": 1}
+    picks = {(p.task, p.rule): p for p in layer_picks(mixed)}
+    assert picks["t", "depth"].layer == 0 and picks["t", "depth"].spearman == pytest.approx(-0.3)
+    assert picks["u", "depth"].layer == 4
+
+
+def test_picks_losses_and_summary_rows_by_hand():
+    entries = _entries()
+    picks = {(p.task, p.rule): p for p in layer_picks(entries)}
+    assert [p.rule for p in layer_picks(entries)[:6]] == ["good", "inverted", "depth", "last layer", "second-to-last layer", "middle layer"]
+    assert picks["t", "good"].layer == picks["t", "inverted"].layer == picks["t", "good"].chosen_layer == 2
+    assert picks["u", "good"].layer == picks["u", "inverted"].layer == picks["u", "good"].chosen_layer == 4
+    assert picks["t", "depth"].layer == 4
+    assert picks["t", "depth"].validation_loss == pytest.approx(0.6 - 0.3)
+    assert picks["t", "depth"].test_loss == pytest.approx(0.55 - 0.3)
+    # Second-to-last does better on test than the validation choice in both entries: negative loss.
+    assert picks["t", "second-to-last layer"].test_loss == pytest.approx(-0.05)
+    assert picks["u", "second-to-last layer"].test_loss == pytest.approx(-0.05)
+    assert math.isnan(picks["t", "middle layer"].spearman)
+
+    rows = {row.rule: row for row in compare_layer_rules(entries)}
+    assert list(rows) == ["good", "inverted", "depth", "last layer", "second-to-last layer", "middle layer"]
+    expected = {
+        # rule: (direction, mean Spearman, agreement, mean val loss, mean test loss, max test loss)
+        "good": ("maximise", 1.0, 1.0, 0.0, 0.0, 0.0),
+        "inverted": ("minimise", -1.0, 1.0, 0.0, 0.0, 0.0),
+        "depth": ("maximise", 0.65, 0.5, 0.15, 0.125, 0.25),
+        "last layer": ("fixed", math.nan, 0.5, 0.15, 0.125, 0.25),  # layer 4: A loses 0.3 / 0.25, B nothing
+        "second-to-last layer": ("fixed", math.nan, 0.0, 0.1, -0.05, -0.05),  # layer 3
+        "middle layer": ("fixed", math.nan, 0.5, 0.1, 0.05, 0.1),  # layer 2: A nothing, B loses 0.2 / 0.1
+    }
+    for rule, (direction, rho, agreement, val_loss, test_loss, worst) in expected.items():
+        row = rows[rule]
+        assert row.direction == direction and row.n_entries == 2
+        assert (math.isnan(row.mean_spearman) and math.isnan(rho)) or row.mean_spearman == pytest.approx(rho)
+        assert row.agreement == pytest.approx(agreement)
+        assert row.mean_validation_loss == pytest.approx(val_loss, abs=1e-12)
+        assert row.mean_test_loss == pytest.approx(test_loss, abs=1e-12)
+        assert row.max_test_loss == pytest.approx(worst, abs=1e-12)
+
+
+def test_layer_numbers_ties_and_even_counts():
+    # Layers 0, 3, ..., 12; validation tied at layers 3 and 6: the lowest (3) is the selected one,
+    # as the protocol selects; the signal is tied at 3 and 6 too and picks 3.
+    entry = SignalEntry("m", "t", "pretrained", {"s": [1, 2, 2, 0, 0]}, [0.3, 0.5, 0.5, 0.4, 0.2], [0.3, 0.4, 0.6, 0.4, 0.2], layers=[0, 3, 6, 9, 12])
+    picks = {p.rule: p for p in layer_picks([entry])}
+    assert {rule: p.layer for rule, p in picks.items()} == {"s": 3, "last layer": 12, "second-to-last layer": 9, "middle layer": 6}
+    assert all(p.chosen_layer == 3 for p in picks.values())
+    assert picks["middle layer"].validation_loss == 0.0 and picks["middle layer"].test_loss == pytest.approx(-0.2)
+    # Four layers: the middle is the upper of the two central ones.
+    even = SignalEntry("m", "t", "pretrained", {"s": [0, 1, 2, 3]}, [0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4])
+    assert {p.rule: p.layer for p in layer_picks([even])}["middle layer"] == 2
+
+
+def test_undefined_correlations_are_left_out_of_the_direction():
+    flat = SignalEntry("m", "a", "pretrained", {"s": [1, 1, 1]}, [0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+    falling = SignalEntry("m", "b", "pretrained", {"s": [3, 2, 1]}, [0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+    assert signal_directions([flat, falling]) == {"s": -1}
+    row = compare_layer_rules([flat, falling])[0]
+    assert row.mean_spearman == pytest.approx(-1.0) and row.n_entries == 2
+    with pytest.raises(FineGrainError, match="signal 's' has no direction"):
+        signal_directions([flat])
+
+
+def test_format_table():
+    text = format_table(compare_layer_rules(_entries()))
+    lines = text.splitlines()
+    assert text.endswith("\n") and len(lines) == 2 + 6
+    assert lines[0].startswith("| rule | direction | mean Spearman (val) | agreement |")
+    assert "| depth | maximise | 0.650 | 0.500 | 0.150 | 0.125 | 0.250 | 2 |" in lines
+    assert "| second-to-last layer | fixed | – | 0.000 | 0.100 | -0.050 | -0.050 | 2 |" in lines
+    assert "| depth | maximise | 0.6 | 0.5 |" in format_table(compare_layer_rules(_entries()), digits=1)
+
+
+def test_bad_entries_are_named():
+    with pytest.raises(FineGrainError, match=r"entry \(m, t, s\) test_accuracy must hold one value per layer \(3\)"):
+        SignalEntry("m", "t", "s", {"x": [1, 2, 3]}, [0.1, 0.2, 0.3], [0.1, 0.2])
+    with pytest.raises(FineGrainError, match="signal 'x' holds a non-finite value at layer position 1"):
+        SignalEntry("m", "t", "s", {"x": [1, np.nan, 3]}, [0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+    with pytest.raises(FineGrainError, match="at least 2"):
+        SignalEntry("m", "t", "s", {"x": [1]}, [0.1], [0.1])
+    with pytest.raises(FineGrainError, match="strictly increasing"):
+        SignalEntry("m", "t", "s", {"x": [1, 2]}, [0.1, 0.2], [0.1, 0.2], layers=[3, 3])
+    with pytest.raises(FineGrainError, match="no signals"):
+        SignalEntry("m", "t", "s", {}, [0.1, 0.2], [0.1, 0.2])
+    a = SignalEntry("m", "t", "s", {"x": [1, 2]}, [0.1, 0.2], [0.1, 0.2])
+    b = SignalEntry("m", "u", "s", {"y": [1, 2]}, [0.1, 0.2], [0.1, 0.2])
+    with pytest.raises(FineGrainError, match="every entry needs the same signals"):
+        compare_layer_rules([a, b])
+    with pytest.raises(FineGrainError, match="appears twice"):
+        compare_layer_rules([a, a])
+    with pytest.raises(FineGrainError, match="no entries"):
+        compare_layer_rules([])
+    clash = SignalEntry("m", "t", "s", {"last layer": [1, 2]}, [0.1, 0.2], [0.1, 0.2])
+    with pytest.raises(FineGrainError, match="name of a fixed rule"):
+        layer_picks([clash])
