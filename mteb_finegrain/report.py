@@ -24,7 +24,7 @@ def json_records(results: list[SubsetResult]) -> list[dict]:
     """
     keyed = []
     for result in results:
-        selected = result.scores.get("selected_layer", {})
+        selected = result.parsed.selected_layer
         order = {name: i for i, name in enumerate(result.levels)}
         for record in result.records():
             metric = record["metric"]
@@ -38,7 +38,7 @@ def json_records(results: list[SubsetResult]) -> list[dict]:
 def _level_title(result: SubsetResult, level) -> str:
     if level is None:
         return "fine labels"
-    count = result.scores.get("card", {}).get("classes_per_level", {}).get(level)
+    count = (result.parsed.card.classes_per_level or {}).get(level)
     depth = result.levels.index(level)
     where = "coarsest" if depth == 0 else "finest" if depth == len(result.levels) - 1 else f"level {depth}"
     return f"level {level} ({where}" + (f", {count} classes)" if count else ")")
@@ -51,11 +51,13 @@ def format_table(results: list[SubsetResult]) -> str:
         values = result.lookup()
         stages = [s for s in STAGE_ORDER if any(k[0] == s for k in values)]
         layers = sorted({k[2] for k in values})
-        selected = result.scores.get("selected_layer", {})
-        trained = result.scores.get("coarse_training_level")
+        scores = result.parsed
+        selected = scores.selected_layer
+        trained = scores.coarse_training_level
+        main = float("nan") if scores.main_score is None else scores.main_score
         title = (
-            f"{result.task} [{result.subset}]  model={result.model}  protocol={result.scores.get('protocol_version')}  "
-            f"main_score={result.scores.get('main_score', float('nan')):.4f}" + (f"  coarse_tuned on level {trained}" if trained else "")
+            f"{result.task} [{result.subset}]  model={result.model}  protocol={scores.protocol_version}  "
+            f"main_score={main:.4f}" + (f"  coarse_tuned on level {trained}" if trained else "")
         )
         lines = [title]
         header = ["layer"]
@@ -127,7 +129,7 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
                         ax.plot(xs, ys, "-" if stage == "pretrained" else "--", marker=marker, color=colour, linewidth=2)
                         name = (f"{result.model.split('/')[-1]} " if len(models) > 1 else "") + f"{level or 'fine'} {STAGE_SHORT.get(stage, stage)}"
                         ax.annotate(name, (xs[-1], ys[-1]), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8, color=colour)
-                        chosen = result.scores.get("selected_layer", {}).get(stage)
+                        chosen = result.parsed.selected_layer.get(stage)
                         if depth == len(result.levels) - 1 and chosen in xs:
                             ax.plot([chosen], [ys[xs.index(chosen)]], "o", markersize=13, markerfacecolor="none", markeredgecolor=colour)
             ax.set_title(f"{task}: {label}", fontsize=10)

@@ -339,7 +339,7 @@ def _hidden_states_missing(s):
         (True, _no_hidden_but_every_layer, "model.layers must be [-1], got [0, 1, 2, 3, 4, 5, 6]"),
         (False, _no_hidden_with_coarse_tuned, "a model without hidden states has no coarse_tuned stage"),
         (False, _no_hidden_main_not_pretrained, "differs from the pretrained 8-shot probe accuracy"),
-        (True, _hidden_states_missing, "model.hidden_states must be true or false, got None"),
+        (True, _hidden_states_missing, "FineGrainHiddenTREC.json [default]: model.hidden_states is missing"),
     ],
 )
 def test_stage_and_layer_rules_without_hidden_states(tmp_path, board, hidden_states, tamper, message):

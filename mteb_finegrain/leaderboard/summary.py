@@ -10,29 +10,30 @@ from statistics import mean
 
 from mteb_finegrain.leaderboard.store import entries
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
-from mteb_finegrain.results import level_names, load_results, records_by_key
+from mteb_finegrain.results import load_results
+from mteb_finegrain.schema import SubsetScores
+
 
 def _round(value: float) -> float:
     # Means of 6-decimal scores: rounding keeps the generated files short and stable.
     return round(float(value), 6)
 
 
-def _task_summary(scores: dict) -> dict:
+def _task_summary(scores: SubsetScores) -> dict:
     """Main score, selected layers, the coarse-tuned gain and the plotted curves of one card.
 
     A model without hidden states has only the ``pretrained`` stage: its ``best_layer`` is that
     stage's (``-1``) and its ``delta`` is None (coarse fine-tuning does not apply).
     """
-    layers = scores["model"]["layers"]
-    main_shots = scores["settings"]["main_shots"]
-    finest = level_names(scores)[-1]  # the main score's level; the page's curves are drawn at it
-    lookup = records_by_key(scores["records"])
-    value = {(stage, layer, metric, n): v for (stage, level, layer, metric, n), v in lookup.items() if level == finest}
-    stages = [stage for stage in STAGES if any(r["stage"] == stage for r in scores["records"])]
-    selected = {stage: scores["selected_layer"][stage] for stage in stages}
+    layers = scores.model.layers
+    main_shots = scores.settings.main_shots
+    finest = scores.levels[-1]  # the main score's level; the page's curves are drawn at it
+    value = {(stage, layer, metric, n): v for (stage, level, layer, metric, n), v in scores.lookup().items() if level == finest}
+    stages = [stage for stage in STAGES if any(r.stage == stage for r in scores.records)]
+    selected = {stage: scores.selected_layer[stage] for stage in stages}
     probe = {stage: value[(stage, selected[stage], "probe_accuracy", main_shots)] for stage in stages}
     return {
-        "main": scores["main_score"],
+        "main": scores.main_score,
         "main_stage": stages[-1],
         "selected": selected,
         "best_layer": selected[stages[-1]],
@@ -66,11 +67,11 @@ def summarize(leaderboard_dir: str | Path) -> dict:
     for entry in entries(leaderboard_dir):
         tasks, layers, versions, hidden_states = {}, [], set(), True
         for result in load_results(entry.path):
-            card = result.scores["card"]["name"]
-            tasks[card] = _task_summary(result.scores)
-            layers = result.scores["model"]["layers"]
-            hidden_states = result.scores["model"].get("hidden_states", True)
-            versions.add(result.scores["protocol_version"])
+            scores = result.parsed
+            tasks[scores.card.name] = _task_summary(scores)
+            layers = scores.model.layers
+            hidden_states = scores.model.hidden_states
+            versions.add(scores.protocol_version)
         deltas = [t["delta"] for t in tasks.values() if t["delta"] is not None]
         models.append(
             {
