@@ -7,6 +7,7 @@ test tampers with it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 
 from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES, Protocol
+from mteb_finegrain.schema import Settings, SubsetScores
 
 CLUSTERING = ("v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure")
 PROBE = ("probe_accuracy", "probe_f1_macro")
@@ -77,24 +79,66 @@ def subset_scores(card: str, *, model: str, revision: str, n_layers: int = 7, qu
         selected[stage] = max(layers, key=lambda layer: (validation[stage][str(layer)], -layer))
     main = next(r["value"] for r in records if r["stage"] == stages[-1] and r["layer"] == selected[stages[-1]]
                 and r["level"] == levels[-1] and r["metric"] == "probe_accuracy" and r["shots"] == protocol.main_shots)
-    return {
-        "selected_layer_probe_accuracy": main,
-        "main_score_definition": protocol.main_score_definition(),
-        "protocol_version": PROTOCOL_VERSION,
-        "card": {"name": card, "version": card_version, "data": data_hash or card_hash(card), "validation": "validation",
-                 "sizes": {"coarse_train": 100, "fewshot_pool": 100, "validation": 20, "evaluation": 40},
-                 "fine_classes": 10, "coarse_classes": 3, "levels": list(levels)},
-        "model": {"name": model, "revision": revision, "layers": layers, "hidden_states": hidden_states,
-                  "note": None if hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)"},
-        "settings": protocol.to_dict(),
-        "selected_layer": selected,
-        "validation_probe_accuracy": validation,
-        "records": records,
-        "main_score": main,
-        "hf_subset": subset,
-        "languages": ["eng-Latn"],
-        "mteb_version": "2.26.24",
-    }
+    classes = {level: 3 + 7 * depth for depth, level in enumerate(levels)}
+    written = SubsetScores(
+        selected_layer_probe_accuracy=main,
+        main_score_definition=protocol.main_score_definition(),
+        protocol_version=PROTOCOL_VERSION,
+        card={"name": card, "version": card_version, "data": data_hash or card_hash(card), "data_source": "packaged copy",
+              "levels": list(levels), "classes_per_level": classes, "validation": "validation", "sample": {},
+              "sizes": {"coarse_train": 100, "fewshot_pool": 100, "validation": 20, "evaluation": 40},
+              "fine_classes": classes[levels[-1]], "coarse_classes": classes[levels[0]]},
+        coarse_training_level=levels[0] if hidden_states else None,
+        truncation={"evaluation": {"max_length": 256 if hidden_states else None, "texts": 40, "truncated": 0 if hidden_states else None},
+                    "coarse_training_max_length": protocol.coarse_training.max_length},
+        model={"name": model, "revision": revision, "layers": layers, "hidden_states": hidden_states,
+               "pooling": protocol.pooling if hidden_states else None, "prompt": None,
+               "note": None if hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)"},
+        settings=Settings.from_protocol(protocol, protocol.batch_size),
+        runtime={"device": "cpu" if hidden_states else None, "encoding_dtype": "float32" if hidden_states else None,
+                 "coarse_training_precision": "float32" if hidden_states else None, "torch_threads": 2,
+                 "embeddings": {stage: {"texts_encoded": 206, "cached": True, "encode_seconds": 1.5, "scoring_seconds": 2.25,
+                                        "clustering_cached": 0} for stage in stages},
+                 "cpu": "Fuzz CPU", "blas": [{"internal_api": "openblas", "version": "0.3.27", "architecture": "Haswell", "threads": 2}],
+                 "convergence_warnings": {stage: 0 for stage in stages}},
+        selected_layer=selected,
+        validation_probe_accuracy=validation,
+        records=records,
+    ).to_scores_dict()
+    # What mteb adds around the task's own scores.
+    return written | {"main_score": main, "hf_subset": subset, "languages": ["eng-Latn"], "mteb_version": "2.26.24"}
+
+
+# What each protocol version added to a subset's scores, read off the results that version wrote:
+# (dotted path, key). Older results lack these, and must still read.
+ADDED_IN = {
+    "2.0": [("card", "data_source"), ("card", "levels"), ("card", "classes_per_level"), ("card", "sample"), ("", "coarse_training_level"),
+            ("", "truncation"), ("", "runtime"), ("model", "pooling"), ("model", "prompt"), ("settings", "train_level"), ("records[]", "level")],
+    "3.0": [("settings", "probe_warm_start")],
+    "3.1": [("runtime", "cpu"), ("runtime", "blas"), ("runtime", "convergence_warnings")],
+}
+
+
+def as_written_by(scores: dict, version: str) -> dict:
+    """``scores`` in the shape protocol ``version`` wrote: without the fields later versions added.
+
+    Records of protocol 1 have no ``level`` (one fine level), so only those at the finest level
+    are kept.
+    """
+    old = copy.deepcopy(scores)
+    old["protocol_version"] = version
+    finest = scores["card"]["levels"][-1]
+    for added, fields in ADDED_IN.items():
+        if tuple(map(int, added.split("."))) <= tuple(map(int, version.split("."))):
+            continue
+        for parent, key in fields:
+            if parent == "records[]":
+                old["records"] = [r for r in old["records"] if r.get("level") == finest]
+                for record in old["records"]:
+                    record.pop(key)
+            elif isinstance(old.get(parent) if parent else old, dict):  # a parent removed with an older version is gone
+                (old[parent] if parent else old).pop(key, None)
+    return old
 
 
 def write_submission(root: Path, *, model: str = "org/model-a", revision: str = "rev-a", cards=("CLINC150", "TREC"),

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of everything a user writes: cards, JSON Lines rows, result files,
-leaderboard submissions.
+"""Property-based fuzzing of everything a user writes: cards, JSON Lines rows, result files (and
+the result schema they follow), leaderboard submissions.
 
 The property, for every generated input: either success (and then the loaded object is sound),
 or one ``FineGrainError`` whose message names the offending file; never another exception (a
@@ -23,10 +23,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from leaderboard_fixtures import XSS_NAME, tree_digest, write_submission  # noqa: E402
+from leaderboard_fixtures import XSS_NAME, as_written_by, edit_results, subset_scores, tree_digest, write_submission  # noqa: E402
 from mteb_finegrain.cards import load_card  # noqa: E402
 from mteb_finegrain.data import load_card_data  # noqa: E402
 from mteb_finegrain.errors import FineGrainError  # noqa: E402
+from mteb_finegrain.protocol import PROTOCOL_VERSION  # noqa: E402
+from mteb_finegrain.schema import CardInfo, ModelInfo, Record, Runtime, Settings, SubsetScores, read_subset  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MTEB_FINEGRAIN_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -217,13 +219,15 @@ def test_fuzz_result_files_and_submissions(tmp_path_factory, monkeypatch_module,
         _apply(meta, (key,), value)
     meta_file.write_text(json.dumps(meta, allow_nan=True), encoding="utf-8")
 
-    # Reading results back (report): a clear error or a sound table.
+    # Reading results back (report): one clear error, or results that are what the file holds.
     try:
         results = load_results(submission)
         format_table(results)
         json_records(results)
     except FineGrainError as error:
-        assert str(submission) in str(error) or "FineGrainHiddenTREC.json" in str(error), str(error)
+        _one_line_naming(error, "FineGrainHiddenTREC.json")
+    else:
+        assert all(result.parsed.to_scores_dict() == result.scores for result in results)
 
     # Adding to a leaderboard that already holds one entry: accepted, or refused with nothing changed.
     board = work / "board"
@@ -252,3 +256,157 @@ def _shared_hashes():
 
     _HASHES = DataHashes()  # the packaged data is hashed once for all examples
     yield
+
+
+# -- the result schema ---------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+WHERE = "FineGrainHiddenTREC.json: split 'test' subset 'default'"
+
+
+def test_committed_results_read_back_key_for_key():
+    files = sorted((REPO / "leaderboard" / "results").rglob("FineGrainHidden*.json"))
+    if not files:
+        pytest.skip("no leaderboard results in this checkout")
+    for path in files:
+        for i, scores in enumerate(json.loads(path.read_text(encoding="utf-8"))["scores"]["test"]):
+            written = read_subset(scores, path, index=i).to_scores_dict()
+            assert json.dumps(written) == json.dumps(scores), path  # same keys, order and values
+
+
+@pytest.mark.parametrize("version", sorted({"1.0", "1.1", "2.0", "3.0", PROTOCOL_VERSION}))
+def test_results_of_every_protocol_version_read(tmp_path, monkeypatch, version):
+    from mteb_finegrain.report import format_table, json_records
+    from mteb_finegrain.results import load_results
+
+    monkeypatch.delenv("MTEB_FINEGRAIN_DATA_DIR", raising=False)
+    scores = as_written_by(subset_scores("TREC", model="org/m", revision="r", n_layers=3), version)
+    assert json.dumps(SubsetScores.read(scores, where=WHERE).to_scores_dict()) == json.dumps(scores)
+    root = write_submission(tmp_path, cards=("TREC",), n_layers=3, model="org/m", revision="r")
+    edit_results(root, lambda s: (s.clear(), s.update(scores)))
+    (result,) = load_results(root)
+    assert result.parsed.protocol_version == version and result.records()
+    assert result.levels == ([None] if version.startswith("1.") else ["coarse", "fine"])
+    table = format_table([result])
+    assert f"protocol={version}" in table and ("level coarse (coarsest" in table) != version.startswith("1.")
+    assert {r["level"] for r in json_records([result])} == set(result.levels)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _or_none(check):
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check, empty: bool = True):
+    return lambda value: isinstance(value, list) and (empty or bool(value)) and all(check(x) for x in value)
+
+
+def _dict_of(check):
+    return lambda value: isinstance(value, dict) and all(check(x) for x in value.values())
+
+
+# A field of the schema -> (required, what a value must be to fit it).
+FIELDS = {
+    ("selected_layer_probe_accuracy",): (True, _is_number),
+    ("main_score_definition",): (True, lambda v: isinstance(v, str)),
+    ("protocol_version",): (True, lambda v: isinstance(v, str)),
+    ("coarse_training_level",): (False, _or_none(lambda v: isinstance(v, str))),
+    ("main_score",): (False, _or_none(_is_number)),
+    ("languages",): (False, _or_none(_list_of(lambda v: isinstance(v, str)))),
+    ("records", 0, "stage"): (True, lambda v: isinstance(v, str)),
+    ("records", 0, "level"): (False, _or_none(lambda v: isinstance(v, str))),
+    ("records", 0, "layer"): (True, _is_int),
+    ("records", 0, "shots"): (True, _or_none(_is_int)),
+    ("records", 0, "value"): (True, _is_number),
+    ("records", 0, "std"): (True, _is_number),
+    ("selected_layer", "coarse_tuned"): (False, _is_int),
+    ("validation_probe_accuracy", "pretrained", "0"): (False, _is_number),
+    ("card", "name"): (True, lambda v: isinstance(v, str)),
+    ("card", "levels"): (False, _or_none(_list_of(lambda v: isinstance(v, str), empty=False))),
+    ("card", "classes_per_level"): (False, _or_none(_dict_of(_is_int))),
+    ("card", "sizes"): (True, _dict_of(_is_int)),
+    ("model", "layers"): (True, _list_of(_is_int)),
+    ("model", "hidden_states"): (True, lambda v: isinstance(v, bool)),
+    ("model", "revision"): (True, _or_none(lambda v: isinstance(v, str))),
+    ("settings", "main_shots"): (True, _is_int),
+    ("settings", "layers"): (True, lambda v: v == "all" or _list_of(_is_int)(v)),
+    ("settings", "probe_warm_start"): (False, _or_none(lambda v: isinstance(v, bool))),
+    ("settings", "coarse_training", "learning_rate"): (True, _is_number),
+    ("runtime", "torch_threads"): (True, _is_int),
+    ("runtime", "embeddings", "pretrained", "cached"): (True, lambda v: isinstance(v, bool)),
+    ("runtime", "convergence_warnings"): (False, _or_none(_dict_of(_is_int))),
+    ("truncation", "evaluation", "truncated"): (True, _or_none(_is_int)),
+}
+
+
+def _field_name(path: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+@pytest.fixture(scope="module")
+def valid_scores():
+    return subset_scores("TREC", model="org/m", revision="r", n_layers=3, data_hash="sha256:" + "0" * 64)
+
+
+@FUZZ
+@given(path=st.sampled_from(sorted(FIELDS, key=str)), value=st.one_of(st.just("<delete>"), values, st.sampled_from([math.nan, 0, 1.5, "all", [], [0, 1], True])))
+def test_fuzz_schema_refuses_exactly_the_wrong_types(valid_scores, path, value):
+    scores = json.loads(json.dumps(valid_scores))
+    _apply(scores, path, value)
+    required, fits = FIELDS[path]
+    ok = not required if value == "<delete>" else fits(value)
+    try:
+        parsed = SubsetScores.read(scores, where=WHERE)
+    except FineGrainError as error:
+        event("refused")
+        assert not ok, str(error)
+        _one_line_naming(error, WHERE)
+        assert _field_name(path) in str(error), str(error)
+        return
+    event("accepted")
+    assert ok, f"{_field_name(path)} = {value!r} was accepted"
+    assert parsed.to_scores_dict() == scores
+
+
+json_keys = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=12)
+records = st.lists(
+    st.fixed_dictionaries(
+        {
+            "stage": st.sampled_from(["pretrained", "coarse_tuned"]),
+            "level": st.one_of(st.none(), st.sampled_from(["coarse", "fine"])),
+            "layer": st.integers(min_value=-1, max_value=48),
+            "metric": st.sampled_from(["v_measure", "ari", "probe_accuracy", "setfit_accuracy"]),
+            "shots": st.one_of(st.none(), st.integers(min_value=1, max_value=64)),
+            "value": st.one_of(st.floats(min_value=-1, max_value=1), st.sampled_from([0, 1])),
+            "std": st.floats(min_value=0, max_value=1),
+        },
+        optional={"mode": st.just("setfit")},
+    ).map(lambda r: {k: r[k] for k in Record.model_fields if k in r}),  # in the order the writer gives a record
+    max_size=6,
+)
+
+
+BLOCKS = {"": SubsetScores, "card": CardInfo, "model": ModelInfo, "settings": Settings, "runtime": Runtime}
+
+
+@FUZZ
+@given(records=records, extras=st.lists(st.tuples(st.sampled_from(["", "card", "model", "settings", "runtime"]), json_keys, values), max_size=3))
+def test_fuzz_schema_round_trip(valid_scores, records, extras):
+    """Any valid subset, with keys a later protocol might add, is written back as it was read."""
+    scores = json.loads(json.dumps(valid_scores))
+    scores["records"] = records
+    for parent, key, value in extras:
+        target = scores[parent] if parent else scores
+        if key not in BLOCKS[parent].model_fields and key not in target:
+            target[key] = value  # a new key, not a known field with a wrong type
+    text = json.dumps(scores, allow_nan=True)
+    again = SubsetScores.read(json.loads(text), where=WHERE)
+    assert json.dumps(again.to_scores_dict(), allow_nan=True) == text
+    assert [r.key for r in again.records] == [(r["stage"], r["level"], r["layer"], r["metric"], r["shots"]) for r in records]
