@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from mteb_finegrain.results import SubsetResult
+from mteb_finegrain.store import atomic_write
 
 TABLE_METRICS = (("v_measure", None, "V"), ("within_coarse_v_measure", None, "withinV"), ("probe_accuracy", 8, "probe@8"))
 STAGE_SHORT = {"pretrained": "pre", "coarse_tuned": "tuned"}
@@ -142,15 +142,11 @@ def plot_layers(results: list[SubsetResult], path: str | os.PathLike) -> Path:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # keep the top row's titles clear of the suptitle
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".plot-", suffix=target.suffix or ".png", dir=target.parent)
-    os.close(handle)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
+        # The format from the name (the temporary file's own name ends in .tmp); png without a suffix.
+        atomic_write(target, lambda out: fig.savefig(out, dpi=110, format=target.suffix[1:].lower() or "png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
