@@ -1,0 +1,244 @@
+"""Paired comparison of two models over tasks, from their correctness matrices on the same items and seeds.
+
+Per task the difference of the two main scores (probe accuracies) is paired: both models are
+scored on the same evaluation items with the same support sets, so what they share (an item's
+difficulty, a support set's luck) cancels. The primary statistic is the mean over tasks of these
+differences, tested two-sided by a pigeonhole bootstrap run at compare time: within each task
+the items and the seeds are resampled independently with replacement, the same indices for both
+models, tasks independently; the interval is the bootstrap percentile interval and the p-value
+its inversion (``p < 0.05`` when 0 lies outside the 95% interval, up to the ``1 / (B + 1)``
+resolution). The same replicates
+give each task's secondary test, Holm-adjusted over the tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.uncertainty.intervals import as_matrix, joint_pigeonhole_means
+
+MIN_BOOT = 10_000
+
+
+@dataclass(frozen=True)
+class TaskDifference:
+    """One task's paired difference ``score(a) - score(b)`` and its secondary test.
+
+    Attributes
+    ----------
+    task : str
+        The task's name.
+    difference : float
+        Difference of the two probe accuracies (means of the correctness matrices).
+    ci95 : (float, float)
+        Bootstrap percentile interval.
+    p_value : float
+        Two-sided bootstrap p-value, unadjusted.
+    p_holm : float
+        ``p_value`` after Holm's adjustment over the compared tasks.
+    """
+
+    task: str
+    difference: float
+    ci95: tuple[float, float]
+    p_value: float
+    p_holm: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model a against model b over tasks: the primary test and the per-task ones.
+
+    Attributes
+    ----------
+    mean_difference : float
+        Mean over tasks of the paired differences ``score(a) - score(b)``.
+    ci95 : (float, float)
+        Bootstrap percentile interval for it.
+    p_value : float
+        Two-sided bootstrap p-value of "no mean difference".
+    tasks : tuple of TaskDifference
+        Per task, in the order given.
+    n_boot : int
+        Bootstrap replicates drawn.
+    """
+
+    mean_difference: float
+    ci95: tuple[float, float]
+    p_value: float
+    tasks: tuple[TaskDifference, ...]
+    n_boot: int
+
+    def summary_line(self) -> str:
+        """The primary result on one line, as ``format_comparison`` writes it."""
+        return format_comparison(self.mean_difference, self.ci95, self.p_value)
+
+
+def format_comparison(mean_difference: float, ci95: tuple[float, float], p_value: float) -> str:
+    """``mean_difference=+0.0040 ci95=[-0.0100,+0.0180] p=0.57``.
+
+    Parameters
+    ----------
+    mean_difference : float
+        Signed, written with 4 decimals and its sign.
+    ci95 : (float, float)
+        Its interval, likewise.
+    p_value : float
+        In [0, 1]; two decimals from 0.01 up, else one significant digit (``p=0.003``), which
+        the bootstrap's ``1 / (B + 1)`` resolution supports.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    FineGrainError
+        When a number is not finite or ``p_value`` lies outside [0, 1].
+    """
+    low, high = ci95
+    for name, value in (("mean_difference", mean_difference), ("ci95 low", low), ("ci95 high", high), ("p_value", p_value)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+            raise FineGrainError(f"format_comparison: {name} must be a finite number, got {value!r}")
+    if not 0 <= p_value <= 1:
+        raise FineGrainError(f"format_comparison: p_value must lie in [0, 1], got {p_value!r}")
+    p = f"{p_value:.2f}" if p_value >= 0.01 or p_value == 0 else f"{p_value:.1g}"
+    return f"mean_difference={_signed(mean_difference)} ci95=[{_signed(low)},{_signed(high)}] p={p}"
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.4f}"
+    return "+0.0000" if text == "-0.0000" else text
+
+
+def bootstrap_p_value(replicates: np.ndarray) -> float:
+    """Two-sided p-value of "the statistic is 0" from its bootstrap replicates.
+
+    ``2 * min(#{T* <= 0} + 1, #{T* >= 0} + 1) / (B + 1)``, at most 1: the percentile interval's
+    inversion, so ``p < alpha`` when 0 lies outside the ``1 - alpha`` percentile interval.
+
+    Parameters
+    ----------
+    replicates : numpy.ndarray of shape (B,)
+
+    Returns
+    -------
+    float
+    """
+    replicates = np.asarray(replicates, dtype=np.float64)
+    below = int(np.count_nonzero(replicates <= 0))
+    above = int(np.count_nonzero(replicates >= 0))
+    return min(1.0, 2 * (min(below, above) + 1) / (replicates.size + 1))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (family-wise error over the family given).
+
+    Parameters
+    ----------
+    p_values : array-like of shape (m,)
+
+    Returns
+    -------
+    numpy.ndarray of shape (m,)
+        Adjusted p-values, in the input's order: the ``k``-th smallest becomes
+        ``max over j <= k of min(1, (m - j + 1) p_(j))``.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or (p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1)):
+        raise FineGrainError(f"holm: p-values must be a 1-D array of numbers in [0, 1], got {p_values!r}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted
+
+
+def task_differences(correct_a: Mapping[str, object], correct_b: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Per task the difference matrix ``a - b``, checked to pair: the same tasks, and per task the same shape.
+
+    Parameters
+    ----------
+    correct_a, correct_b : mapping of str to array-like of shape (S, n)
+        Each model's correctness matrix per task, row and column ``(s, i)`` being the same
+        support set and item for both.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        In ``correct_a``'s task order.
+
+    Raises
+    ------
+    FineGrainError
+        When no task is given, the task sets differ, a matrix is invalid, or two shapes differ.
+    """
+    if not correct_a:
+        raise FineGrainError("compare needs at least one task, got none")
+    if set(correct_a) != set(correct_b):
+        only_a, only_b = sorted(set(correct_a) - set(correct_b)), sorted(set(correct_b) - set(correct_a))
+        raise FineGrainError(f"the two models are scored on different tasks: only a has {only_a}, only b has {only_b}")
+    out = {}
+    for task in correct_a:
+        a = as_matrix(correct_a[task], f"model a's {task} correctness", low=0.0, high=1.0)
+        b = as_matrix(correct_b[task], f"model b's {task} correctness", low=0.0, high=1.0)
+        if a.shape != b.shape:
+            raise FineGrainError(f"{task}: model a's matrix has shape {a.shape}, model b's {b.shape}: they must share seeds and items")
+        out[task] = a - b
+    return out
+
+
+def compare(correct_a: Mapping[str, object], correct_b: Mapping[str, object], *, n_boot: int = MIN_BOOT, seed: int = 0) -> Comparison:
+    """Compare model a with model b over tasks by a joint item-and-seed bootstrap.
+
+    Parameters
+    ----------
+    correct_a, correct_b : mapping of str to array-like of shape (S, n)
+        Per task, each model's correctness matrix on the same items and seeds.
+    n_boot : int, default 10000
+        Bootstrap replicates, at least 10,000 (the p-value's resolution is ``1 / (n_boot + 1)``).
+    seed : int, default 0
+        Seed of the resampling: the same seed gives the same result.
+
+    Returns
+    -------
+    Comparison
+        ``summary_line()`` gives ``mean_difference=+0.0040 ci95=[-0.0100,+0.0180] p=0.57``.
+
+    Raises
+    ------
+    FineGrainError
+        When the matrices do not pair (see ``task_differences``) or ``n_boot`` < 10,000.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < MIN_BOOT:
+        raise FineGrainError(f"n_boot must be an integer >= {MIN_BOOT}, got {n_boot!r}")
+    differences = task_differences(correct_a, correct_b)
+    rng = np.random.default_rng(seed)
+    # A difference matrix resampled is both models resampled with the same indices.
+    replicates = {task: joint_pigeonhole_means([d], n_boot=int(n_boot), rng=rng)[:, 0] for task, d in differences.items()}
+    observed = {task: float(d.mean()) for task, d in differences.items()}
+    p_values = [bootstrap_p_value(replicates[task]) for task in differences]
+    adjusted = holm(p_values)
+    tasks = tuple(
+        TaskDifference(task, observed[task], _percentile(replicates[task]), p_values[k], float(adjusted[k]))
+        for k, task in enumerate(differences)
+    )
+    mean_replicates = np.mean([replicates[task] for task in differences], axis=0)
+    return Comparison(
+        mean_difference=float(np.mean(list(observed.values()))),
+        ci95=_percentile(mean_replicates),
+        p_value=bootstrap_p_value(mean_replicates),
+        tasks=tasks,
+        n_boot=int(n_boot),
+    )
+
+
+def _percentile(replicates: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(replicates, [0.025, 0.975])
+    return float(low), float(high)

@@ -1,0 +1,181 @@
+"""Simultaneous confidence intervals for the ranks of models (Mogstad, Romano, Shaikh & Wilhelm 2024).
+
+"Inference for ranks with applications to mobility across neighbourhoods and academic
+achievement across countries" (Review of Economic Studies, 2024): from confidence intervals
+for every pairwise difference ``theta_j - theta_k`` that hold simultaneously, model j's rank
+(1 = highest score) lies in ``[1 + #{k: theta_k - theta_j significantly > 0},
+p - #{k: theta_j - theta_k significantly > 0}]`` for every j at once with the same confidence.
+The simultaneous intervals come from the bootstrap distribution of the largest studentised
+pairwise deviation (max-|t| over the pairs). Percentiles of the models' bootstrap ranks would
+be something else: they are not confidence intervals and undercover near ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.uncertainty.intervals import as_matrix, joint_pigeonhole_means
+
+
+@dataclass(frozen=True)
+class RankInterval:
+    """A confidence interval ``[low, high]`` for a model's rank, 1 being the best.
+
+    ``str()`` gives ``"2–3"`` (an en dash), or ``"1"`` when ``low == high``.
+    """
+
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"{self.low}" if self.low == self.high else f"{self.low}\u2013{self.high}"
+
+
+def format_rank(interval: RankInterval) -> str:
+    """``"2–3"`` for ranks 2 to 3, ``"1"`` for a single rank."""
+    return str(interval)
+
+
+def _check_inputs(estimates, replicates, level) -> tuple[np.ndarray, np.ndarray, float]:
+    theta = np.asarray(estimates, dtype=np.float64)
+    if theta.ndim != 1 or theta.size < 2:
+        raise FineGrainError(f"estimates must be a 1-D array of at least 2 models' scores, got shape {theta.shape}")
+    boot = np.asarray(replicates, dtype=np.float64)
+    if boot.ndim != 2 or boot.shape[1] != theta.size:
+        raise FineGrainError(f"replicates must have shape (n_boot, {theta.size}) to match the estimates, got {boot.shape}")
+    if boot.shape[0] < 100:
+        raise FineGrainError(f"replicates hold {boot.shape[0]} bootstrap draws; a simultaneous quantile needs at least 100")
+    if not (np.isfinite(theta).all() and np.isfinite(boot).all()):
+        raise FineGrainError("estimates and replicates must be finite")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise FineGrainError(f"level must be a number strictly between 0 and 1, got {level!r}")
+    return theta, boot, float(level)
+
+
+def difference_intervals(estimates, replicates, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous confidence intervals for every pairwise difference ``theta_j - theta_k``.
+
+    The critical value is the ``level`` quantile over the replicates of
+    ``max over pairs j < k of |(D*_jk - D_jk) / se_jk|`` where ``D`` is the estimated
+    difference, ``D*`` its replicate and ``se_jk`` the replicates' standard deviation; each
+    interval is ``D_jk +/- c se_jk``. A pair whose difference never varies (``se_jk = 0``)
+    gets the point interval ``[D_jk, D_jk]``.
+
+    Parameters
+    ----------
+    estimates : array-like of shape (p,)
+        The models' scores.
+    replicates : array-like of shape (B, p)
+        Bootstrap replicates of the scores, drawn jointly (the same resampled items and seeds
+        for every model in a replicate), B >= 100.
+    level : float, default 0.95
+        Simultaneous confidence level.
+
+    Returns
+    -------
+    lower, upper : numpy.ndarray of shape (p, p)
+        ``[lower[j, k], upper[j, k]]`` covers ``theta_j - theta_k``; diagonal 0.
+
+    Raises
+    ------
+    FineGrainError
+        When the shapes do not match, a value is not finite, B < 100 or ``level`` is not in (0, 1).
+    """
+    theta, boot, level = _check_inputs(estimates, replicates, level)
+    p = theta.size
+    se = np.zeros((p, p))
+    largest = np.zeros(boot.shape[0])
+    for j in range(p - 1):
+        draws = boot[:, [j]] - boot[:, j + 1 :]  # (B, p - j - 1): theta_j - theta_k for k > j
+        sd = draws.std(axis=0, ddof=1)
+        se[j, j + 1 :] = se[j + 1 :, j] = sd
+        varies = sd > 0
+        if varies.any():
+            deviation = np.abs(draws[:, varies] - (theta[j] - theta[j + 1 :][varies])) / sd[varies]
+            np.maximum(largest, deviation.max(axis=1), out=largest)
+    critical = float(np.quantile(largest, level))
+    difference = theta[:, None] - theta[None, :]
+    return difference - critical * se, difference + critical * se
+
+
+def rank_intervals(estimates, replicates, *, level: float = 0.95) -> list[RankInterval]:
+    """Simultaneous confidence intervals for every model's rank (1 = highest score).
+
+    Parameters
+    ----------
+    estimates : array-like of shape (p,)
+        The models' scores.
+    replicates : array-like of shape (B, p)
+        Joint bootstrap replicates of the scores (see ``bootstrap_scores``).
+    level : float, default 0.95
+        The probability that every model's interval holds its true rank at once.
+
+    Returns
+    -------
+    list of RankInterval
+        In the order of ``estimates``.
+    """
+    lower, _ = difference_intervals(estimates, replicates, level=level)
+    p = lower.shape[0]
+    above = lower > 0  # above[j, k]: theta_j - theta_k significantly > 0
+    return [RankInterval(low=1 + int(above[:, j].sum()), high=p - int(above[j, :].sum())) for j in range(p)]
+
+
+def bootstrap_scores(
+    correct: Mapping[str, Mapping[str, object]], *, n_boot: int = 10_000, seed: int = 0
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Main scores (mean over tasks of the probe accuracy) and their joint bootstrap replicates.
+
+    Within each task every model's matrix is resampled with the same items and seeds (the
+    pigeonhole bootstrap), tasks independently; a replicate's score is the mean over tasks.
+
+    Parameters
+    ----------
+    correct : mapping of model name to mapping of task name to array-like of shape (S, n)
+        Every model's correctness matrix per task; every model has the same tasks, and per
+        task the same shape (same seeds and items).
+    n_boot : int, default 10000
+        Replicates.
+    seed : int, default 0
+        Seed of the resampling.
+
+    Returns
+    -------
+    models : list of str
+        In ``correct``'s order.
+    estimates : numpy.ndarray of shape (p,)
+    replicates : numpy.ndarray of shape (n_boot, p)
+
+    Raises
+    ------
+    FineGrainError
+        When fewer than 2 models are given, their tasks differ, or a task's matrices do not pair.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
+        raise FineGrainError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    models = list(correct)
+    if len(models) < 2:
+        raise FineGrainError(f"ranking needs at least 2 models, got {models}")
+    tasks = list(correct[models[0]])
+    if not tasks:
+        raise FineGrainError(f"model {models[0]!r} has no task")
+    for model in models[1:]:
+        if set(correct[model]) != set(tasks):
+            raise FineGrainError(f"model {model!r} is scored on tasks {sorted(correct[model])}, model {models[0]!r} on {sorted(tasks)}")
+    rng = np.random.default_rng(seed)
+    estimates = np.zeros(len(models))
+    replicates = np.zeros((n_boot, len(models)))
+    for task in tasks:
+        matrices = [as_matrix(correct[model][task], f"{model}'s {task} correctness", low=0.0, high=1.0) for model in models]
+        for model, matrix in zip(models, matrices):
+            if matrix.shape != matrices[0].shape:
+                raise FineGrainError(
+                    f"{task}: {model}'s matrix has shape {matrix.shape}, {models[0]}'s {matrices[0].shape}: they must share seeds and items"
+                )
+        estimates += [matrix.mean() for matrix in matrices]
+        replicates += joint_pigeonhole_means(matrices, n_boot=n_boot, rng=rng)
+    return models, estimates / len(tasks), replicates / len(tasks)
