@@ -14,6 +14,8 @@ import json
 import math
 import re
 
+from pydantic import ValidationError
+
 from mteb_finegrain.cards import TaskCard, discover_cards
 from mteb_finegrain.data import data_dir, has_packaged_data, load_card_data
 from mteb_finegrain.errors import FineGrainError
@@ -28,7 +30,7 @@ from mteb_finegrain.protocol import (
     Protocol,
 )
 from mteb_finegrain.results import TASK_PREFIX
-from mteb_finegrain.schema import MAX_PROBLEMS, Record, SubsetScores, schema_problems
+from mteb_finegrain.schema import MAX_PROBLEMS, Record, SubsetScores, describe_errors
 
 # ARI is chance-corrected and may go below zero; every other score is a share in [0, 1].
 SIGNED_METRICS = ("ari",)
@@ -81,11 +83,12 @@ def check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHash
     """
     subset = scores.get("hf_subset", "default") if isinstance(scores, dict) else "?"
     where = f"{where} [{subset}]"
-    unreadable = schema_problems(scores)
-    if unreadable:
+    try:
+        parsed = SubsetScores.model_validate(scores)
+    except ValidationError as exc:
+        unreadable = describe_errors(exc)
         more = [f"{where}: and {len(unreadable) - MAX_PROBLEMS} more problem(s) of the same kind"] if len(unreadable) > MAX_PROBLEMS else []
         return [f"{where}: {problem}" for problem in unreadable[:MAX_PROBLEMS]] + more, None
-    parsed = SubsetScores.model_validate(scores)
     problems = []
     if parsed.protocol_version != PROTOCOL_VERSION:
         problems.append(f"{where}: protocol_version is {parsed.protocol_version!r}, the leaderboard accepts protocol {PROTOCOL_VERSION} only")
