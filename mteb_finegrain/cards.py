@@ -165,6 +165,114 @@ def _sample(value: Any, source: Path) -> dict[str, int]:
     return dict(value)
 
 
+def _read_yaml(source: Path) -> Any:
+    """The parsed YAML of a card file; unreadable, non-UTF-8 or invalid YAML is one error line."""
+    try:
+        return yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise _fail(source, f"not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise _fail(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise _fail(source, f"cannot read card ({exc.strerror or exc})") from None
+
+
+def _check_keys(raw: Any, source: Path) -> None:
+    """The card is a mapping with every required key and no unknown one."""
+    if not isinstance(raw, dict):
+        raise _fail(source, "a card must be a YAML mapping")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise _fail(source, f"missing required key(s): {', '.join(missing)}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise _fail(source, f"unknown key(s): {', '.join(unknown)}")
+
+
+def _check_texts(raw: dict, source: Path) -> None:
+    """``name`` is an identifier; description, reference, license and citation are non-empty strings."""
+    name = raw["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _fail(source, f"'name' must be an identifier like 'TREC', got {name!r}")
+    for key in ("description", "reference", "license", "citation"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise _fail(source, f"'{key}' must be a non-empty string")
+
+
+def _columns_and_levels(raw: dict, source: Path) -> tuple[dict[str, str], dict[str, str] | None, tuple[tuple[str, str], ...]]:
+    """``columns``, ``hierarchy`` and the levels, from a ``levels:`` list or the two-level columns."""
+    columns = _mapping(raw, "columns", source)
+    if "text" not in columns:
+        raise _fail(source, "'columns' needs text (the column holding the texts)")
+    hierarchy = _mapping(raw, "hierarchy", source) if raw.get("hierarchy") is not None else None
+    if raw.get("levels") is not None:
+        if hierarchy is not None:
+            raise _fail(source, "'hierarchy' maps fine -> coarse for two-level cards; a card with 'levels' reads every level from its own column")
+        return columns, hierarchy, _levels(raw["levels"], source)
+    needed = {"fine"} | (set() if hierarchy else {"coarse"})
+    if needed - set(columns):
+        raise _fail(
+            source,
+            f"'columns' needs {', '.join(sorted(needed - set(columns)))} "
+            "(or a 'hierarchy:' mapping fine -> coarse instead of a coarse column, or a 'levels:' list)",
+        )
+    return columns, hierarchy, (("coarse", columns.get("coarse", "")), ("fine", columns["fine"]))
+
+
+def _splits(raw: dict, source: Path) -> dict[str, str]:
+    """``splits`` as role -> split name: every required role, no unknown one, evaluation kept apart."""
+    splits = _mapping(raw, "splits", source)
+    missing_roles = [r for r in _SPLIT_ROLES_REQUIRED if r not in splits]
+    if missing_roles:
+        raise _fail(source, f"'splits' needs role(s): {', '.join(missing_roles)}")
+    bad_roles = sorted(set(splits) - set(_SPLIT_ROLES))
+    if bad_roles:
+        raise _fail(source, f"unknown split role(s) {bad_roles}; roles are {list(_SPLIT_ROLES)}")
+    if splits["evaluation"] in (splits["fewshot_pool"], splits.get("validation")):
+        raise _fail(source, "the evaluation split must differ from the few-shot and validation splits")
+    return splits
+
+
+def _data_source(raw: dict, source: Path) -> tuple[str | None, dict | None]:
+    """``(local, hub)``: where the data is; at least one of the two is given."""
+    local = raw.get("local")
+    if local is not None and (not isinstance(local, str) or not _LOCAL_RE.match(local)):
+        raise _fail(source, f"'local' must be a folder name (letters, digits, '.', '_', '-'), got {local!r}")
+    hub = _hub(raw["hub"], source) if raw.get("hub") is not None else None
+    if local is None and hub is None:
+        raise _fail(source, "a card needs 'local' (folder under the data directory) or 'hub'")
+    if hub is not None and not {"path", "revision"} <= set(hub):
+        raise _fail(source, "'hub' needs both 'path' and 'revision'")
+    return local, hub
+
+
+def _download(raw: dict, source: Path) -> str | None:
+    """The optional ``download`` instructions, stripped."""
+    download = raw.get("download")
+    if download is not None and (not isinstance(download, str) or not download.strip()):
+        raise _fail(source, "'download' must be a non-empty string saying how to obtain the data")
+    return download.strip() if download else None
+
+
+def _version(raw: dict, source: Path) -> str:
+    """``version`` as a string (YAML reads an unquoted ``2`` as a number); ``"1"`` when absent."""
+    version = raw.get("version", "1")
+    if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version).strip():
+        raise _fail(source, f"'version' must be a string such as \"1\", got {version!r}")
+    return str(version)
+
+
+def _date(raw: dict, source: Path) -> tuple[str, str] | None:
+    """The optional ``date`` as ``(first, last)`` ISO dates."""
+    date = raw.get("date")
+    if date is not None and not (isinstance(date, list) and len(date) == 2 and all(isinstance(d, str) and _DATE_RE.match(d) for d in date)):
+        raise _fail(source, f"'date' must be two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"], got {date!r}")
+    return tuple(date) if date else None
+
+
 def load_card(path: str | os.PathLike) -> TaskCard:
     """Read and validate one card.
 
@@ -183,82 +291,22 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         If the file is not valid YAML or a key is missing, unknown or of the wrong type.
     """
     source = Path(path)
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise _fail(source, f"not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError as exc:
-        raise _fail(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise _fail(source, f"cannot read card ({exc.strerror or exc})") from None
-    if not isinstance(raw, dict):
-        raise _fail(source, "a card must be a YAML mapping")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise _fail(source, f"missing required key(s): {', '.join(missing)}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise _fail(source, f"unknown key(s): {', '.join(unknown)}")
-    name = raw["name"]
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise _fail(source, f"'name' must be an identifier like 'TREC', got {name!r}")
-    for key in ("description", "reference", "license", "citation"):
-        if not isinstance(raw[key], str) or not raw[key].strip():
-            raise _fail(source, f"'{key}' must be a non-empty string")
-
-    columns = _mapping(raw, "columns", source)
-    if "text" not in columns:
-        raise _fail(source, "'columns' needs text (the column holding the texts)")
-    hierarchy = _mapping(raw, "hierarchy", source) if raw.get("hierarchy") is not None else None
-    if raw.get("levels") is not None:
-        if hierarchy is not None:
-            raise _fail(source, "'hierarchy' maps fine -> coarse for two-level cards; a card with 'levels' reads every level from its own column")
-        levels = _levels(raw["levels"], source)
-    else:
-        needed = {"fine"} | (set() if hierarchy else {"coarse"})
-        if needed - set(columns):
-            raise _fail(
-                source,
-                f"'columns' needs {', '.join(sorted(needed - set(columns)))} "
-                "(or a 'hierarchy:' mapping fine -> coarse instead of a coarse column, or a 'levels:' list)",
-            )
-        levels = (("coarse", columns.get("coarse", "")), ("fine", columns["fine"]))
-    splits = _mapping(raw, "splits", source)
-    missing_roles = [r for r in _SPLIT_ROLES_REQUIRED if r not in splits]
-    if missing_roles:
-        raise _fail(source, f"'splits' needs role(s): {', '.join(missing_roles)}")
-    bad_roles = sorted(set(splits) - set(_SPLIT_ROLES))
-    if bad_roles:
-        raise _fail(source, f"unknown split role(s) {bad_roles}; roles are {list(_SPLIT_ROLES)}")
-    if splits["evaluation"] in (splits["fewshot_pool"], splits.get("validation")):
-        raise _fail(source, "the evaluation split must differ from the few-shot and validation splits")
-
-    local = raw.get("local")
-    if local is not None and (not isinstance(local, str) or not _LOCAL_RE.match(local)):
-        raise _fail(source, f"'local' must be a folder name (letters, digits, '.', '_', '-'), got {local!r}")
-    hub = _hub(raw["hub"], source) if raw.get("hub") is not None else None
-    if local is None and hub is None:
-        raise _fail(source, "a card needs 'local' (folder under the data directory) or 'hub'")
-    if hub is not None and not {"path", "revision"} <= set(hub):
-        raise _fail(source, "'hub' needs both 'path' and 'revision'")
-    download = raw.get("download")
-    if download is not None and (not isinstance(download, str) or not download.strip()):
-        raise _fail(source, "'download' must be a non-empty string saying how to obtain the data")
-    version = raw.get("version", "1")
-    if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version).strip():
-        raise _fail(source, f"'version' must be a string such as \"1\", got {version!r}")
+    raw = _read_yaml(source)
+    # Checked in this order: of several faults in a card, the first one here is the one reported.
+    _check_keys(raw, source)
+    _check_texts(raw, source)
+    columns, hierarchy, levels = _columns_and_levels(raw, source)
+    splits = _splits(raw, source)
+    local, hub = _data_source(raw, source)
+    download = _download(raw, source)
+    version = _version(raw, source)
     sample = _sample(raw["sample"], source) if raw.get("sample") is not None else {}
     languages = _string_list(raw, "languages", source, ["eng-Latn"])
     domains = _string_list(raw, "domains", source, None)
     task_subtypes = _string_list(raw, "task_subtypes", source, [])
-    date = raw.get("date")
-    if date is not None and not (isinstance(date, list) and len(date) == 2 and all(isinstance(d, str) and _DATE_RE.match(d) for d in date)):
-        raise _fail(source, f"'date' must be two dates [\"YYYY-MM-DD\", \"YYYY-MM-DD\"], got {date!r}")
+    date = _date(raw, source)
     return TaskCard(
-        name=name,
+        name=raw["name"],
         description=raw["description"].strip(),
         reference=raw["reference"],
         license=raw["license"],
@@ -270,13 +318,13 @@ def load_card(path: str | os.PathLike) -> TaskCard:
         hub=hub,
         hierarchy=hierarchy,
         levels=levels,
-        download=download.strip() if download else None,
-        version=str(version),
+        download=download,
+        version=version,
         sample=sample,
         languages=languages,
         domains=domains,
         task_subtypes=task_subtypes,
-        date=tuple(date) if date else None,
+        date=date,
     )
 
 
