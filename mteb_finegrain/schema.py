@@ -81,7 +81,9 @@ class Record(BaseModel):
     """One score: a metric of one layer, at one level of one stage (mean and std over seeds).
 
     ``level`` is absent in results of protocol 1 (one fine level); ``shots`` is None for
-    clustering metrics; ``mode`` (``"setfit"``) marks SetFit records.
+    clustering metrics; ``mode`` (``"setfit"``) marks SetFit records. Written in the order of
+    the fields below, the order the scoring gives them (a record does not remember the order it
+    was read in: there are thousands per result).
     """
 
     model_config = ConfigDict(strict=True, extra="allow")
@@ -259,8 +261,12 @@ class SubsetScores(_Block):
 
     Examples
     --------
-    >>> scores = SubsetScores.read(document["scores"]["test"][0], where="FineGrainHiddenTREC.json")
-    >>> scores.selected_layer["coarse_tuned"], scores.records[0].value
+    Reading the first subset of a result file:
+
+    >>> document = json.loads(Path("FineGrainHiddenTREC.json").read_text())  # doctest: +SKIP
+    >>> scores = SubsetScores.read(document["scores"]["test"][0], where="FineGrainHiddenTREC.json")  # doctest: +SKIP
+    >>> scores.selected_layer["coarse_tuned"], scores.records[0].key  # doctest: +SKIP
+    (5, ('pretrained', 'coarse', 0, 'v_measure', None))
     """
 
     selected_layer_probe_accuracy: Number
