@@ -4,7 +4,7 @@ A benchmark ends by calling :func:`record`, which writes ``benchmarks/results/<s
 per case (a card, a task, a setting) the figures with their targets, the command that produced
 them, the date, the machine (CPU model, cores, load), the library versions and the BLAS in use.
 ``python benchmarks/make_readme.py`` renders benchmarks/README.md's figures from these files, so
-the README shows what a run wrote and when, never a number copied by hand.
+its figures section shows what a run wrote and when, never a number copied by hand.
 """
 
 from __future__ import annotations
