@@ -95,9 +95,10 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
     Raises
     ------
     FineGrainError
-        Listing every problem found, one per line: unknown task or card, wrong protocol version
-        or settings, a missing stage, layer, metric or shot count, a score out of range, a
-        missing model name or revision, or a data hash that does not match the card's data.
+        Listing every problem found, one per line: a field that breaks the result schema, unknown
+        task or card, wrong protocol version or settings, a missing stage, layer, metric or shot
+        count, a score out of range, a missing model name or revision, or a data hash that does
+        not match the card's data.
     """
     root = Path(results_dir)
     files = find_result_files(root)
@@ -130,14 +131,16 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
         except FineGrainError as error:
             problems.append(f"{shown}: {str(error).split(': ', 1)[1]}")
         for scores in splits[EVAL_SPLIT]:
-            subset_problems, parsed = check_subset(scores, task, cards, hashes, shown)
-            problems.extend(subset_problems)
-            card_name = parsed.card.name if parsed is not None else None
-            if card_name in cards:
-                if card_name in covered:
-                    problems.append(f"{shown}: card {card_name} is scored twice (also in {covered[card_name]})")
-                covered[card_name] = shown
-            models.add((parsed.model.name, parsed.model.revision, str(path.parent)) if parsed is not None else (None, None, str(path.parent)))
+            found, parsed = check_subset(scores, task, cards, hashes, shown)
+            problems.extend(found)
+            if parsed is None:  # not a result: its fields were reported
+                models.add((None, None, str(path.parent)))
+                continue
+            if parsed.card.name in cards:
+                if parsed.card.name in covered:
+                    problems.append(f"{shown}: card {parsed.card.name} is scored twice (also in {covered[parsed.card.name]})")
+                covered[parsed.card.name] = shown
+            models.add((parsed.model.name, parsed.model.revision, str(path.parent)))
 
     model_names: set[tuple[str, str]] = set()
     for meta_file in meta_files:
