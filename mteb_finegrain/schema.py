@@ -104,7 +104,10 @@ class Record(BaseModel):
 
 
 class CoarseTrainingSettings(_Block):
-    """``settings.coarse_training``: :class:`mteb_finegrain.protocol.CoarseTraining`."""
+    """``settings.coarse_training``: :class:`mteb_finegrain.protocol.CoarseTraining`.
+
+    ``max_grad_norm`` (protocol 3.1) is absent in older results.
+    """
 
     epochs: int
     learning_rate: Number
@@ -112,10 +115,14 @@ class CoarseTrainingSettings(_Block):
     max_length: int
     weight_decay: Number
     warmup_ratio: Number
+    max_grad_norm: Number | None = None
 
 
 class SetFitSettingsBlock(_Block):
-    """``settings.setfit``: :class:`mteb_finegrain.protocol.SetFitSettings`."""
+    """``settings.setfit``: :class:`mteb_finegrain.protocol.SetFitSettings`.
+
+    ``num_epochs`` (protocol 3.1) is absent in older results.
+    """
 
     shots: int
     seeds: int
@@ -123,13 +130,15 @@ class SetFitSettingsBlock(_Block):
     max_steps: int
     batch_size: int
     learning_rate: Number
+    num_epochs: int | None = None
 
 
 class Settings(_Block):
     """``settings``: ``Protocol.to_dict()`` with the encode batch size that was used.
 
-    ``train_level`` (protocol 2.0) and ``probe_warm_start`` (3.0) are absent in older results;
-    fields a later protocol adds are kept as extra keys.
+    ``train_level`` (protocol 2.0), ``probe_warm_start`` (3.0), the probe's and k-means'
+    solver settings and ``validation_fraction`` (3.1) are absent in older results; fields a
+    later protocol adds are kept as extra keys.
     """
 
     seed: int
@@ -141,6 +150,15 @@ class Settings(_Block):
     probe_seeds: int
     main_shots: int
     probe_warm_start: bool | None = None
+    probe_max_iter: int | None = None
+    probe_tol: Number | None = None
+    probe_c: Number | None = None
+    probe_standardize: bool | None = None
+    kmeans_l2_normalize: bool | None = None
+    kmeans_n_init: int | None = None
+    kmeans_max_iter: int | None = None
+    kmeans_tol: Number | None = None
+    validation_fraction: Number | None = None
     fewshot: str
     batch_size: int
     train_level: int | None = None

@@ -115,7 +115,10 @@ ADDED_IN = {
     "2.0": [("card", "data_source"), ("card", "levels"), ("card", "classes_per_level"), ("card", "sample"), ("", "coarse_training_level"),
             ("", "truncation"), ("", "runtime"), ("model", "pooling"), ("model", "prompt"), ("settings", "train_level"), ("records[]", "level")],
     "3.0": [("settings", "probe_warm_start")],
-    "3.1": [("runtime", "cpu"), ("runtime", "blas"), ("runtime", "convergence_warnings")],
+    "3.1": [("runtime", "cpu"), ("runtime", "blas"), ("runtime", "convergence_warnings"), ("settings.coarse_training", "max_grad_norm"),
+            ("settings.setfit", "num_epochs")] + [("settings", key) for key in (
+                "probe_max_iter", "probe_tol", "probe_c", "probe_standardize", "kmeans_l2_normalize", "kmeans_n_init", "kmeans_max_iter",
+                "kmeans_tol", "validation_fraction")],
 }
 
 
@@ -136,8 +139,11 @@ def as_written_by(scores: dict, version: str) -> dict:
                 old["records"] = [r for r in old["records"] if r.get("level") == finest]
                 for record in old["records"]:
                     record.pop(key)
-            elif isinstance(old.get(parent) if parent else old, dict):  # a parent removed with an older version is gone
-                (old[parent] if parent else old).pop(key, None)
+            else:
+                block = old
+                for step in parent.split(".") if parent else ():
+                    block = block.get(step, {})  # a parent removed with an older version is gone
+                block.pop(key, None)
     return old
 
 

@@ -338,6 +338,8 @@ FIELDS = {
     ("settings", "main_shots"): (True, _is_int),
     ("settings", "layers"): (True, lambda v: v == "all" or _list_of(_is_int)(v)),
     ("settings", "probe_warm_start"): (False, _or_none(lambda v: isinstance(v, bool))),
+    ("settings", "probe_max_iter"): (False, _or_none(_is_int)),
+    ("settings", "validation_fraction"): (False, _or_none(_is_number)),
     ("settings", "coarse_training", "learning_rate"): (True, _is_number),
     ("runtime", "torch_threads"): (True, _is_int),
     ("runtime", "embeddings", "pretrained", "cached"): (True, lambda v: isinstance(v, bool)),
