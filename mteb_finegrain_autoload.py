@@ -5,11 +5,15 @@ It must cost nothing for processes that never import mteb: it only puts a finder
 has finished importing, the FineGrainHidden tasks are registered with it (so ``mteb run -t
 FineGrainHidden`` works with no user import), and when ``mteb.cli`` is imported its ``main`` is
 wrapped so that input errors of this plugin print one line instead of a traceback.
+
+``mteb_finegrain.task`` is watched too, when it is imported before mteb: its own import of mteb
+reaches the plugin while the task module is incomplete, so the tasks are registered when it is.
 """
 
 import sys
 
 _WATCHED = ("mteb", "mteb.cli")
+_TASK_MODULE = "mteb_finegrain.task"
 
 
 class _AfterImport:  # a Loader by duck typing: importlib.abc costs ~40 ms to import
@@ -35,7 +39,7 @@ class _AfterImport:  # a Loader by duck typing: importlib.abc costs ~40 ms to im
 
 class _MtebFinder:  # a MetaPathFinder by duck typing
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _WATCHED:
+        if fullname not in _WATCHED and (fullname != _TASK_MODULE or "mteb" in sys.modules):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -18,7 +18,6 @@ from types import ModuleType
 from mteb_finegrain.errors import FineGrainError
 
 _registered: dict[str, type] = {}
-_deferred = False  # registration waits for mteb_finegrain.task to finish importing
 _skipped: list[str] = []  # the files of the user cards skipped (named in the unknown-task error)
 
 
@@ -28,14 +27,12 @@ def register_tasks(refresh: bool = False) -> dict[str, type]:
     With ``refresh``, cards that appeared since the first call (a card directory added to
     ``MTEB_FINEGRAIN_TASK_PATH`` later in the process) are registered too.
     """
-    global _deferred
     if _registered and not refresh:
         return _registered
     task_module = sys.modules.get("mteb_finegrain.task")
     if task_module is not None and not hasattr(task_module, "make_task_class"):
-        # mteb_finegrain.task was imported first and is itself importing mteb: it cannot be
-        # used yet, so it registers the tasks when it is complete (see the end of task.py).
-        _deferred = True
+        # mteb_finegrain.task was imported first and is itself importing mteb: it cannot be used
+        # yet. The start-up hook calls ``on_import`` again when it is complete.
         return _registered
     import mteb.get_tasks  # noqa: F401  (the module; ``mteb.get_tasks`` the attribute is the function)
 
@@ -109,14 +106,22 @@ def hub_snapshot_identity(path: Path) -> tuple[str, str] | None:
     return (f"{match['org']}/{match['name']}", match["commit"]) if match else None
 
 
-def _local_model_name(path: Path) -> str:
-    """``local/<title of the model card>`` or ``local/<folder name>``."""
+def local_model_name(path: Path) -> str:
+    """The name a local model directory is recorded under when none is given.
+
+    ``local/<title of the model card>`` (the first ``# `` heading of its README.md), else
+    ``local/<folder name>``.
+    """
     readme = path / "README.md"
     if readme.is_file():
         match = re.search(r"^# (\S[^\n]*)$", readme.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
         if match:
             return "local/" + match.group(1).strip()
     return "local/" + path.name
+
+
+# mteb_finegrain.reference imports the name under this spelling.
+_local_model_name = local_model_name
 
 
 def _local_model_revision(path: Path) -> str:
@@ -146,7 +151,7 @@ def local_model_meta(path: str | os.PathLike, revision: str | None = None, name:
         name, revision = snapshot[0], revision or snapshot[1]
     return ModelMeta.create_empty(
         overwrites={
-            "name": name or _local_model_name(folder),
+            "name": name or local_model_name(folder),
             "revision": revision or _local_model_revision(folder),
             "loader": functools.partial(_load_local_model, str(folder), model_name_override=name),
             "framework": ["Sentence Transformers", "PyTorch"],
@@ -177,7 +182,8 @@ def _load_local_model(folder: str, model_name: str | None = None, revision: str 
     return wrapper
 
 
-def _registry_names():
+def model_registry() -> dict:
+    """mteb's model registry: model name -> ModelMeta (the names ``mteb.get_model`` knows without the Hub)."""
     from mteb.models.model_implementations import MODEL_REGISTRY
 
     return MODEL_REGISTRY
@@ -198,7 +204,7 @@ def _patch_get_model_meta(mteb_module: ModuleType) -> None:
     def get_model_meta(model_name, revision=None, *args, **kwargs):
         # Only names mteb's registry does not know: a folder that happens to be called like a
         # registered model (e.g. ./intfloat/e5-small) does not shadow it.
-        if isinstance(model_name, (str, os.PathLike)) and str(model_name) not in _registry_names() and Path(model_name).is_dir():
+        if isinstance(model_name, (str, os.PathLike)) and str(model_name) not in model_registry() and Path(model_name).is_dir():
             return local_model_meta(model_name, revision)
         return original(model_name, revision, *args, **kwargs)
 
@@ -266,33 +272,41 @@ def _atomic_result_writes() -> None:
     if getattr(original, "_finegrain", False):
         return
 
+    from mteb_finegrain.store import atomic_save
+
     @functools.wraps(original)
     def to_disk(self, path: Path) -> None:
         if not str(getattr(self, "task_name", "")).startswith("FineGrainHidden"):
             return original(self, path)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            original(self, tmp)
-            os.replace(tmp, path)
+            atomic_save(path, lambda tmp: original(self, tmp))
         except OSError as exc:  # a full disk, a read-only folder: one line, the old file intact
             raise FineGrainError(f"{path}: cannot write the result ({exc.strerror or exc}); any previous result file is unchanged") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     to_disk._finegrain = True
     TaskResult.to_disk = to_disk
 
 
 def on_import(name: str, module: ModuleType) -> None:
-    """Start-up hook callback: ``name`` (``mteb`` or ``mteb.cli``) has just been imported."""
+    """Start-up hook callback: ``name`` (``mteb``, ``mteb.cli`` or ``mteb_finegrain.task``) has just been imported.
+
+    ``mteb_finegrain.task`` is reported only when it was imported before mteb (its own import of
+    mteb came while it was incomplete, too early to register the tasks it defines).
+    """
     if name == "mteb.cli":
         _wrap_cli_main(module)
+        return
+    if name == "mteb_finegrain.task":
+        if "mteb" in sys.modules:
+            _register_or_report()
         return
     _patch_get_model_meta(module)
     _atomic_result_writes()
     register_models()
+    _register_or_report()
+
+
+def _register_or_report() -> None:
     try:
         register_tasks()
     except FineGrainError as exc:

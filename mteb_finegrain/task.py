@@ -1,11 +1,10 @@
-"""The MTEB tasks: ``AbsTaskFineGrainHidden`` holds the evaluation logic once; one small subclass
-per dataset card (``FineGrainHidden<name>``) and ``FineGrainHidden`` with every built-in card as
-a subset are generated from the cards.
+"""The MTEB tasks: ``AbsTaskFineGrainHidden`` adapts mteb's task interface to the engine
+(``runner.run_subset``); one small subclass per dataset card (``FineGrainHidden<name>``) and
+``FineGrainHidden`` with every built-in card as a subset are generated from the cards.
 """
 
 from __future__ import annotations
 
-import logging
 import typing
 from typing import Any
 
@@ -18,11 +17,6 @@ from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import CardData, load_card_data
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import EVAL_SPLIT, MAIN_SCORE, PROTOCOL_VERSION, SEED_PAPER_BIBTEX, Protocol
-from mteb_finegrain.results import records_by_key
-
-logger = logging.getLogger(__name__)
-
-
 
 
 class AbsTaskFineGrainHidden(AbsTask):
@@ -75,137 +69,35 @@ class AbsTaskFineGrainHidden(AbsTask):
         return stats
 
     def _evaluate_subset(self, model: Any, data_split: CardData, *, hf_split: str, hf_subset: str, encode_kwargs: Any, **kwargs: Any) -> dict:
+        """One subset's scores (see ``runner.run_subset``), as the dict mteb stores in the result."""
         # Imported here, not at the top: registering the tasks (while mteb itself is being
         # imported) must not import the encoder, which imports mteb.
-        from mteb_finegrain.embedding_cache import StageEmbeddings, stage_key
+        from mteb_finegrain.runner import run_subset
+
+        encoder = self._layer_encoder(model, encode_kwargs)
+        scores = run_subset(
+            encoder, data_split, self.cards[hf_subset], self.protocol, embedding_cache=self.embedding_cache,
+            show_progress_bar=self.show_progress_bar, task_metadata=self.metadata, hf_split=hf_split, hf_subset=hf_subset,
+        )
+        return scores.to_scores_dict()
+
+    def _layer_encoder(self, model: Any, encode_kwargs: Any):
+        """``model`` as a ``LayerEncoder`` pooling as the protocol says (a passed-in one is checked)."""
         from mteb_finegrain.encoder import LayerEncoder
-        from mteb_finegrain.evaluation import resolve_layers, score_stage
 
-        card = self.cards[hf_subset]
         protocol = self.protocol
-        batch_size = (encode_kwargs or {}).get("batch_size") or protocol.batch_size
-        if isinstance(model, LayerEncoder):
-            encoder = model
-            # The results must say how they were made: a LayerEncoder that pools otherwise than
-            # the protocol says is refused rather than recorded under the protocol's pooling.
-            if encoder.pooling_setting != protocol.pooling:
-                raise FineGrainError(
-                    f"the LayerEncoder pools with {encoder.pooling_setting!r} but the task's protocol says {protocol.pooling!r}: "
-                    f"create the task with Protocol(pooling={encoder.pooling_setting!r}) (mteb-finegrain run --pooling {encoder.pooling_setting}) "
-                    f"or the encoder with pooling={protocol.pooling!r}"
-                )
-        else:
-            encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
-        resolve_layers(encoder, protocol)  # a layer out of range fails before any work
-        train_level = protocol.train_level_name(data_split.level_names)  # likewise a level out of range
-        # A model fitted on a fixed corpus (the TF-IDF + SVD control) learns its space from this
-        # card's coarse_train texts (texts only, never labels), once, so that the evaluation,
-        # validation and few-shot texts are all encoded in the same space.
-        if getattr(encoder.source, "fit_on_coarse_train_texts", False):
-            encoder.source.fit(data_split.coarse_train.texts)
-        context = {"task_metadata": self.metadata, "hf_split": hf_split, "hf_subset": hf_subset}
-        # The text every layer sees: the model's own prompt for this task, if it has one.
-        prompt = encoder.prompt_for(self.metadata)
-        records, validation, selected, encoded = [], {}, {}, {}
-        for stage in protocol.stages:
-            if stage == "coarse_tuned":
-                if not encoder.has_hidden_states:
-                    logger.warning("%s exposes no hidden states and cannot be fine-tuned: stage coarse_tuned skipped", encoder.model_name)
-                    continue
-                from mteb_finegrain.coarse_tuning import coarse_tuned_encoder, stage_checkpoint_key
-
-                stage_id = stage_checkpoint_key(encoder, data_split.coarse_train, card, protocol, prompt)
-
-                def load_stage_encoder():
-                    # Loaded (or trained) only when an embedding is missing from the cache.
-                    return coarse_tuned_encoder(encoder, data_split.coarse_train, card=card, protocol=protocol, show_progress_bar=self.show_progress_bar, prompt=prompt)
-            else:
-                stage_id = stage
-
-                def load_stage_encoder():
-                    return encoder
-
-            key = stage_key(encoder, stage_id, data_split.content_hash, prompt) if self.embedding_cache else None
-            embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
-            scores = score_stage(encoder, data_split, protocol, stage, show_progress_bar=self.show_progress_bar, prompt=prompt, embeddings=embeddings)
-            records.extend(scores.records)
-            if protocol.fewshot == "setfit":
-                from mteb_finegrain.scoring.setfit_fewshot import setfit_records
-
-                records.extend(setfit_records(embeddings.encoder, data_split, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=self.show_progress_bar))
-            validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
-            selected[stage] = scores.selected_layer
-            encoded[stage] = {
-                "texts_encoded": embeddings.encoded_texts,
-                "cached": key is not None,
-                # Wall seconds of the forward passes and of the scoring (issue 11: scoring <= encoding).
-                "encode_seconds": round(embeddings.encode_seconds, 2),
-                "scoring_seconds": round(scores.scoring_seconds, 2),
-                # (layer, level) clustering results read from the cache instead of computed.
-                "clustering_cached": scores.clustering_cached,
-            }
-        main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
-        main = records_by_key(records)[(main_stage, data_split.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
-        return {
-            MAIN_SCORE: main,
-            "main_score_definition": protocol.main_score_definition(),
-            "protocol_version": PROTOCOL_VERSION,
-            "card": {
-                "name": card.name,
-                "version": card.version,
-                "data": data_split.content_hash,
-                "data_source": data_split.source,
-                "levels": data_split.level_names,
-                "classes_per_level": {name: len(set(labels)) for name, labels in zip(data_split.level_names, data_split.evaluation.levels)},
-                "validation": "carved from few-shot pool" if data_split.validation_carved else card.splits["validation"],
-                "sample": dict(card.sample),  # roles cut to a stratified sample of this many rows
-                "sizes": {
-                    "coarse_train": len(data_split.coarse_train),
-                    "fewshot_pool": len(data_split.fewshot_pool),
-                    "validation": len(data_split.validation),
-                    "evaluation": len(data_split.evaluation),
-                },
-                "fine_classes": len(set(data_split.evaluation.fine)),
-                "coarse_classes": len(set(data_split.evaluation.coarse)),
-            },
-            "coarse_training_level": train_level if "coarse_tuned" in selected else None,
-            # Tokens kept per text when encoding (the model's limit) and in coarse training.
-            "truncation": {
-                "evaluation": encoder.truncation(data_split.evaluation.texts),
-                "coarse_training_max_length": protocol.coarse_training.max_length,
-            },
-            "model": {
-                "name": encoder.model_name,
-                "revision": encoder.mteb_model_meta.revision,
-                "layers": encoder.layers,
-                "hidden_states": encoder.has_hidden_states,
-                "pooling": encoder.pooling if encoder.has_hidden_states else None,  # what was applied ("model" resolved)
-                "prompt": prompt,
-                "note": None if encoder.has_hidden_states else "model exposes no hidden states: scored on its final embedding only (layer -1)",
-            },
-            "settings": protocol.to_dict() | {"batch_size": encoder.batch_size},  # the batch size that was used
-            # Where and how the numbers were computed (not part of the protocol; for the record).
-            "runtime": _runtime(encoder, encoded),
-            "selected_layer": selected,
-            "validation_probe_accuracy": validation,
-            "records": records,
-        }
-
-
-def _runtime(encoder: Any, encoded: dict) -> dict:
-    """Device, precision and embedding-cache use of one run."""
-    import torch
-
-    # torch's intra-op threads change the order of floating-point sums: the same run on another
-    # thread count can differ in the last bits, and so, rarely, in a score.
-    runtime = {"device": None, "encoding_dtype": None, "coarse_training_precision": None, "torch_threads": torch.get_num_threads(), "embeddings": encoded}
-    if encoder.has_hidden_states:
-        from mteb_finegrain.coarse_tuning import training_precision
-
-        runtime.update(device=str(encoder.device), encoding_dtype=str(encoder.dtype).removeprefix("torch."))
-        if "coarse_tuned" in encoded:
-            runtime["coarse_training_precision"] = training_precision(encoder.device)
-    return runtime
+        if not isinstance(model, LayerEncoder):
+            batch_size = (encode_kwargs or {}).get("batch_size") or protocol.batch_size
+            return LayerEncoder(model, pooling=protocol.pooling, batch_size=batch_size, show_progress_bar=self.show_progress_bar)
+        # The results must say how they were made: a LayerEncoder that pools otherwise than the
+        # protocol says is refused rather than recorded under the protocol's pooling.
+        if model.pooling_setting != protocol.pooling:
+            raise FineGrainError(
+                f"the LayerEncoder pools with {model.pooling_setting!r} but the task's protocol says {protocol.pooling!r}: "
+                f"create the task with Protocol(pooling={model.pooling_setting!r}) (mteb-finegrain run --pooling {model.pooling_setting}) "
+                f"or the encoder with pooling={protocol.pooling!r}"
+            )
+        return model
 
 
 def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadata:
@@ -310,15 +202,3 @@ def make_aggregate_class(cards: list[TaskCard]) -> type[AbsTaskFineGrainHidden]:
         (AbsTaskFineGrainHidden,),
         {"cards": {c.name: c for c in cards}, "metadata": _metadata("FineGrainHidden", cards, description), "__module__": __name__},
     )
-
-
-def _register_if_deferred() -> None:
-    """Imported before mteb, this module's own import of mteb could not register the tasks."""
-    from mteb_finegrain import _plugin
-
-    if _plugin._deferred:
-        _plugin._deferred = False
-        _plugin.register_tasks()
-
-
-_register_if_deferred()
