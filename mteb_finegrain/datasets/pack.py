@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 from pathlib import Path
 
 from mteb_finegrain.cards import discover_cards
-from mteb_finegrain.data import DATA_DIR_ENV, _read_jsonl, _split_file, packaged_data_dir
+from mteb_finegrain.data import DATA_DIR_ENV, find_split_file, packaged_data_dir, read_split_file
+from mteb_finegrain.store import atomic_write
 
 # Refused whatever the caller says: their licence does not allow redistribution.
 NOT_REDISTRIBUTABLE = {"TwentyNewsgroups"}
 
 
+def _gzip(raw, data: bytes) -> None:
+    # No file name and a fixed timestamp in the header: the same rows give the same bytes.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
+        out.write(data)
+
+
 def pack(source: Path, card_name: str) -> list[Path]:
+    """Write the packaged copy of the built-in card ``card_name`` from ``source``; return the files written."""
     cards = {card.name: card for card in discover_cards()[0]}
     if card_name not in cards:
         raise SystemExit(f"pack.py: unknown built-in card {card_name!r}; cards: {', '.join(sorted(cards))}")
@@ -36,19 +43,17 @@ def pack(source: Path, card_name: str) -> list[Path]:
     target_dir = packaged_data_dir() / card.local
     target_dir.mkdir(parents=True, exist_ok=True)
     for split in sorted(set(card.splits.values())):
-        path = _split_file(source / card.local, split)
+        path = find_split_file(source / card.local, split)
         if path is None:
             raise SystemExit(f"pack.py: {source / card.local}/{split}.jsonl not found")
-        rows = _read_jsonl(path, card)
+        rows = read_split_file(path, card)
         lines = []
         for i, text in enumerate(rows.texts):
             labels = [levels[i] for levels in rows.levels]
             lines.append(json.dumps(dict(zip(columns, [text, *labels])), ensure_ascii=False))
         target = target_dir / f"{split}.jsonl.gz"
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
-            out.write(("\n".join(lines) + "\n").encode("utf-8"))
-        os.replace(tmp, target)
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        atomic_write(target, lambda raw, data=data: _gzip(raw, data))
         written.append(target)
     return written
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
 from pathlib import Path
 
 from mteb_finegrain.leaderboard.cite import bibtex_entries
@@ -19,6 +18,7 @@ from mteb_finegrain.leaderboard.store import entries, leaderboard_lock, recover
 from mteb_finegrain.leaderboard.summary import summarize
 from mteb_finegrain.protocol import STAGES
 from mteb_finegrain.results import load_results
+from mteb_finegrain.store import atomic_write_text
 
 CSV_COLUMNS = ("model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std")
 OUTPUTS = ("README.md", "leaderboard.csv", "index.html")
@@ -137,12 +137,6 @@ def render_csv(leaderboard_dir: str | Path) -> str:
     return out.getvalue()
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
-
-
 def build_leaderboard(leaderboard_dir: str | Path) -> list[Path]:
     """Regenerate ``README.md``, ``leaderboard.csv`` and ``index.html`` from the accepted results.
 
@@ -163,5 +157,5 @@ def build_leaderboard(leaderboard_dir: str | Path) -> list[Path]:
         summary = summarize(root)
         texts = {"README.md": render_readme(summary), "leaderboard.csv": render_csv(root), "index.html": render_page(summary)}
         for name in OUTPUTS:
-            _write(root / name, texts[name])
+            atomic_write_text(root / name, texts[name])
     return [root / name for name in OUTPUTS]

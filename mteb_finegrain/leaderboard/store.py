@@ -8,7 +8,6 @@ leaderboard directory and renamed into place, so an interrupted add leaves no ha
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.leaderboard.validate import MODEL_META, DataHashes, Submission, validate_submission
+from mteb_finegrain.store import BACKUP_PREFIX, atomic_replace_dir, recover_replaced_dir
 
 RESULTS = "results"
 LOCK = ".leaderboard.lock"
@@ -121,12 +121,8 @@ def recover(root: Path) -> None:
     results = root / RESULTS
     if not results.is_dir():
         return
-    for backup in results.glob(".old-*"):
-        target = results / backup.name.removeprefix(".old-")
-        if target.exists():
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(backup, target)
+    for backup in results.glob(BACKUP_PREFIX + "*"):
+        recover_replaced_dir(results / backup.name.removeprefix(BACKUP_PREFIX))
     for staging in results.glob(".add-*"):
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -149,25 +145,10 @@ def _store(submission: Submission, root: Path, replace: bool) -> Path:
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".add-", dir=target.parent))
-    backup = None
     try:
         for path in [*submission.result_files, submission.meta_file]:
             shutil.copyfile(path, staging / path.name)
-        if target.exists():
-            # Directories cannot be swapped in one rename: move the old entry aside first and
-            # put it back if the second rename fails.
-            backup = target.parent / f".old-{target.name}"  # named after the entry, so recover() can put it back
-            os.replace(target, backup)
-            try:
-                os.replace(staging, target)
-            except BaseException:
-                os.replace(backup, target)
-                backup = None
-                raise
-        else:
-            os.replace(staging, target)
+        atomic_replace_dir(staging, target)  # an interrupted swap is undone by recover()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
     return target
