@@ -86,6 +86,38 @@ def test_a_model_directory_that_does_not_exist(env, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_hub_id_that_cannot_be_reached(env, tmp_path):
+    """Offline (HF_HUB_OFFLINE=1, as _cli sets), a Hub id is one line saying what to do instead."""
+    result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", "no-such-org/no-such-model", "--output-folder", str(tmp_path / "r")], env, tmp_path)
+    _assert_one_error_line(result, "--model 'no-such-org/no-such-model': the model could not be reached on the Hugging Face Hub")
+    (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert line.startswith("mteb-finegrain: error: ") and "HF_HUB_OFFLINE" in line and "local model directory" in line
+    assert "UserWarning" not in result.stderr, result.stderr  # the scoring workers stop quietly
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_network_failure_is_told_from_other_errors():
+    from mteb_finegrain.run import hub_unreachable_message, network_failure
+
+    class TransportError(Exception):  # httpx's base class of network failures, recognised by name
+        pass
+
+    class ConnectError(TransportError):
+        pass
+
+    try:
+        try:
+            raise ConnectError("[Errno -2] Name or service not known")
+        except ConnectError as inner:
+            raise OSError("We couldn't connect to 'https://huggingface.co'\nsecond line") from inner
+    except OSError as outer:
+        found = network_failure(outer)
+    assert isinstance(found, ConnectError)
+    assert network_failure(ValueError("a bad config")) is None
+    message = hub_unreachable_message("org/name", found)
+    assert "\n" not in message and "ConnectError: [Errno -2] Name or service not known" in message and "HF_HUB_OFFLINE" in message
+
+
 def test_layer_out_of_range(env, tiny_model_dir, tmp_path):
     result = _cli([str(BIN / "mteb-finegrain"), "run", "-t", "FineGrainHiddenTiny", "-m", str(tiny_model_dir), "--layers", "0,9", "--output-folder", str(tmp_path / "r")], env, tmp_path)
     _assert_one_error_line(result, "layer 9 is out of range")
