@@ -11,11 +11,9 @@ never leaves a checkpoint that a later run would load.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -23,28 +21,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.data import LabelledSplit
 from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.protocol import COARSE_TRAINING_PROTOCOL, Protocol
+from mteb_finegrain.protocol import COARSE_TRAINING_PROTOCOL, CoarseTraining, Protocol
+from mteb_finegrain.store import atomic_replace_dir, checkpoints_dir, file_lock, recover_replaced_dir, sha256_chunks, sha256_json
 
 logger = logging.getLogger(__name__)
-CACHE_DIR_ENV = "MTEB_FINEGRAIN_CACHE_DIR"
 _COMPLETE = "finegrain_checkpoint.json"
 
 
-def cache_dir() -> Path:
-    """``MTEB_FINEGRAIN_CACHE_DIR``, else the user cache directory of mteb-finegrain."""
-    value = os.environ.get(CACHE_DIR_ENV)
-    if value:
-        return Path(value)
-    import platformdirs
+# CoarseTraining fields left out of checkpoint keys at their defaults (every checkpoint keyed
+# without them was trained with these values), with those defaults.
+_KEYED_WHEN_CHANGED = {"max_grad_norm": CoarseTraining().max_grad_norm}
 
-    return Path(platformdirs.user_cache_dir("mteb-finegrain"))
+
+def _training_key(settings: CoarseTraining) -> dict:
+    """The training settings as the checkpoint key holds them.
+
+    A setting that joined ``CoarseTraining`` after ``COARSE_TRAINING_PROTOCOL`` (so did not change
+    a number) is in the key only when it differs from its default: checkpoints trained before it
+    existed keep their keys, and any other value gets a checkpoint of its own.
+    """
+    training = asdict(settings)
+    for name, default in _KEYED_WHEN_CHANGED.items():
+        if training[name] == default:
+            del training[name]
+    return training
 
 
 def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, data_hash: str, prompt: str | None = None) -> dict:
@@ -60,7 +66,7 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "pooling": encoder.pooling,
         "prompt": prompt,
         "seed": protocol.seed,
-        "training": asdict(protocol.coarse_training),
+        "training": _training_key(protocol.coarse_training),
     }
     device = encoder.device
     precision = training_precision(device)
@@ -87,13 +93,9 @@ def training_precision(device: torch.device) -> str:
     return "bfloat16-autocast" if torch.cuda.is_bf16_supported() else "float16-autocast"
 
 
-def _checkpoint_root() -> Path:
-    return cache_dir() / "coarse_tuned"
-
-
 def checkpoint_cache_size() -> tuple[int, int, Path]:
     """(complete checkpoints, bytes, folder) of the coarse-tuned checkpoint cache."""
-    root = _checkpoint_root()
+    root = checkpoints_dir()
     if not root.is_dir():
         return 0, 0, root
     count = sum((folder / _COMPLETE).is_file() for folder in root.iterdir() if folder.is_dir())
@@ -107,38 +109,47 @@ def clear_checkpoints() -> tuple[int, int, Path]:
     if root.is_dir():
         for folder in root.iterdir():
             if folder.is_dir() and not folder.name.startswith(".partial-"):
-                lock = FileLock(str(folder) + ".lock")
                 try:
-                    with lock.acquire(timeout=0):
+                    with file_lock(_lock_path(folder), timeout=0):
                         shutil.rmtree(folder, ignore_errors=True)
-                except Timeout:
+                except TimeoutError:
                     logger.warning("%s is being written by another run: kept", folder)
     return count, size, root
 
 
 def _key_dir(key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model"])[-60:]
-    return _checkpoint_root() / f"{safe_model}-{key['card']}-{digest}"
+    return checkpoints_dir() / f"{safe_model}-{key['card']}-{sha256_json(key, length=20)}"
+
+
+def _lock_path(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".lock")
 
 
 def split_hash(split: LabelledSplit, level: int = 0) -> str:
     """Hash of the texts and the training level's labels only: no other label can change the checkpoint."""
-    digest = hashlib.sha256()
-    for text, coarse in zip(split.texts, split.levels[level]):
-        digest.update(text.encode() + b"\0" + coarse.encode() + b"\n")
-    return digest.hexdigest()
+    return sha256_chunks(text.encode() + b"\0" + label.encode() + b"\n" for text, label in zip(split.texts, split.levels[level]))
 
 
 def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol: Protocol, show_progress_bar: bool = True, prompt: str | None = None):
     """Fine-tune a deep copy of ``encoder``'s SentenceTransformer on coarse labels; return it.
 
     The classification head is discarded after training: only the encoder weights are scored.
+    Training seeds torch's global random generator (the head's initialisation, dropout) with
+    ``protocol.seed``, inside ``torch.random.fork_rng``: the caller's generator is left as it was
+    (the CPU's, and every CUDA device's when training on one); the trained weights are the same.
     """
+    device = next(encoder.sentence_transformer.parameters()).device
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(protocol.seed)
+        return _train(encoder, texts, coarse, protocol, show_progress_bar, prompt)
+
+
+def _train(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol: Protocol, show_progress_bar: bool, prompt: str | None):
     settings = protocol.coarse_training
     if prompt:  # trained on the texts the model's encoder sees, as every layer is scored on them
         texts = [prompt + text for text in texts]
-    torch.manual_seed(protocol.seed)
     model = copy.deepcopy(encoder.sentence_transformer)
     transformer = model[0].auto_model
     tokenizer = model.tokenizer
@@ -174,7 +185,7 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
                 optimizer.zero_grad()
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -209,16 +220,8 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     device = encoder.device
     target.parent.mkdir(parents=True, exist_ok=True)
     # One process trains a checkpoint; another that needs the same one waits, then reuses it.
-    lock = FileLock(str(target) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        logger.warning("Waiting for another process to finish the coarse-tuned checkpoint %s", target)
-        lock.acquire()
-    try:
+    with file_lock(_lock_path(target), waiting_message=f"Waiting for another process to finish the coarse-tuned checkpoint {target}"):
         model = _load_or_train(target, key, encoder, split, labels, level, protocol, show_progress_bar, prompt, device)
-    finally:
-        lock.release()
     tuned = LayerEncoder(model, pooling=encoder.pooling, batch_size=encoder.batch_size, show_progress_bar=encoder.show_progress_bar)
     tuned.mteb_model_meta = encoder.mteb_model_meta
     return tuned
@@ -229,9 +232,11 @@ def _load_or_train(target: Path, key: dict, encoder: LayerEncoder, split: Labell
     from sentence_transformers import SentenceTransformer
 
     # Staging folders of this key are written only under its lock: any left now is from a writer
-    # that was killed, and is removed (it never had the completion marker, so was never trusted).
+    # that was killed, and is removed (it never had the completion marker, so was never trusted);
+    # so is a replacement it left half done.
     for leftover in target.parent.glob(f".partial-{target.name}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    recover_replaced_dir(target)
     if (target / _COMPLETE).is_file():
         logger.info("Reusing coarse-tuned checkpoint %s", target)
         model = SentenceTransformer(str(target), device=str(device), local_files_only=True)
@@ -241,10 +246,9 @@ def _load_or_train(target: Path, key: dict, encoder: LayerEncoder, split: Labell
         staging = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
         try:
             model.save(str(staging))
+            # Inside the staging folder: it becomes visible only with the folder, complete.
             (staging / _COMPLETE).write_text(json.dumps(key, indent=2, sort_keys=True))
-            if target.exists():  # a leftover without the completion marker
-                shutil.rmtree(target)
-            os.replace(staging, target)
+            atomic_replace_dir(staging, target)  # over a leftover without the completion marker
         except OSError as exc:  # a full disk: nothing is cached, the run stops with one line
             shutil.rmtree(staging, ignore_errors=True)
             raise FineGrainError(f"{target}: cannot write the coarse-tuned checkpoint ({exc.strerror or exc}); nothing was cached") from None

@@ -8,7 +8,6 @@ relabelled: a problem is a ``FineGrainError`` naming the file and line.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import zlib
@@ -21,9 +20,11 @@ from sklearn.model_selection import train_test_split
 
 from mteb_finegrain.cards import TaskCard
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.store import sha256_chunks
 
 DATA_DIR_ENV = "MTEB_FINEGRAIN_DATA_DIR"
-# Share of each fine class carved from the few-shot pool when a card has no validation split.
+# Share of each fine class carved from the few-shot pool when a card has no validation split
+# (the default of ``Protocol.validation_fraction``).
 CARVED_VALIDATION_FRACTION = 0.1
 SPLIT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -115,7 +116,7 @@ def packaged_data_dir() -> Path:
     return Path(__file__).parent / "datasets"
 
 
-def _split_file(folder: Path, split: str) -> Path | None:
+def find_split_file(folder: Path, split: str) -> Path | None:
     """``<split>.jsonl`` or ``<split>.jsonl.gz`` in ``folder``; None when neither exists."""
     found = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
     if len(found) > 1:
@@ -123,7 +124,8 @@ def _split_file(folder: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
-def _read_jsonl(path: Path, card: TaskCard) -> LabelledSplit:
+def read_split_file(path: Path, card: TaskCard) -> LabelledSplit:
+    """The validated rows of one split file (``.jsonl`` or ``.jsonl.gz``) of ``card``."""
     try:
         raw = path.read_bytes()
         if path.name.endswith(".gz"):
@@ -230,13 +232,15 @@ def _how_to_get(card: TaskCard) -> str:
 
 def _rows_hash(splits: dict[str, LabelledSplit]) -> str:
     """Hash of the rows themselves, so that every source of the same rows agrees."""
-    digest = hashlib.sha256()
-    for name in sorted(splits):
-        split = splits[name]
-        digest.update(b"split\0" + name.encode() + b"\n")
-        for i, text in enumerate(split.texts):
-            digest.update(json.dumps([text, *(labels[i] for labels in split.levels)], ensure_ascii=False).encode() + b"\n")
-    return "sha256:" + digest.hexdigest()
+
+    def lines():
+        for name in sorted(splits):
+            split = splits[name]
+            yield b"split\0" + name.encode() + b"\n"
+            for i, text in enumerate(split.texts):
+                yield json.dumps([text, *(labels[i] for labels in split.levels)], ensure_ascii=False).encode() + b"\n"
+
+    return "sha256:" + sha256_chunks(lines())
 
 
 def _check_hierarchy(splits: list[LabelledSplit], level_names: list[str]) -> list[dict[str, str]]:
@@ -260,13 +264,20 @@ def _check_hierarchy(splits: list[LabelledSplit], level_names: list[str]) -> lis
     return parents
 
 
-def carve_validation(pool: LabelledSplit, seed: int) -> tuple[LabelledSplit, LabelledSplit]:
+def carve_validation(pool: LabelledSplit, seed: int, fraction: float = CARVED_VALIDATION_FRACTION) -> tuple[LabelledSplit, LabelledSplit]:
     """Split a stratified validation slice off the few-shot pool.
 
-    Each fine class gives ``round(10%)`` of its examples (at least 1 when it has 2 or more, none
-    when it has 1), chosen with ``seed``. Returns ``(remaining_pool, validation)``; the two are
-    disjoint, so no few-shot sample is ever a validation example.
+    Each fine class gives ``round(fraction * its size)`` of its examples (at least 1 when it has
+    2 or more, none when it has 1), chosen with ``seed``. Returns ``(remaining_pool,
+    validation)``; the two are disjoint, so no few-shot sample is ever a validation example.
+
+    Raises
+    ------
+    FineGrainError
+        If ``fraction`` is not strictly between 0 and 1.
     """
+    if not 0 < fraction < 1:
+        raise FineGrainError(f"the validation fraction must be between 0 and 1 (exclusive), got {fraction!r}")
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(pool.fine):
@@ -274,7 +285,7 @@ def carve_validation(pool: LabelledSplit, seed: int) -> tuple[LabelledSplit, Lab
     held = []
     for label in sorted(by_class):
         members = by_class[label]
-        n = 0 if len(members) < 2 else max(1, round(CARVED_VALIDATION_FRACTION * len(members)))
+        n = 0 if len(members) < 2 else max(1, round(fraction * len(members)))
         held.extend(rng.choice(members, size=n, replace=False).tolist())
     held_set = set(held)
     keep = [i for i in range(len(pool)) if i not in held_set]
@@ -299,7 +310,7 @@ def stratified_sample(split: LabelledSplit, size: int, seed: int, where: str) ->
     return split.subset(sorted(kept.tolist()), f"{split.source} (stratified sample of {size})")
 
 
-def _local_folder(card: TaskCard) -> tuple[Path, str] | None:
+def local_data_folder(card: TaskCard) -> tuple[Path, str] | None:
     """The first folder holding this card's split files: the data directory, then the package."""
     if not card.local:
         return None
@@ -314,16 +325,28 @@ def _local_folder(card: TaskCard) -> tuple[Path, str] | None:
     return None
 
 
+_local_folder = local_data_folder  # the name mteb_finegrain/sweep.py and tests/leaderboard_fixtures.py import
+
+
 def has_packaged_data(card: TaskCard) -> bool:
     """Whether the card's data ships inside the package (so it runs offline, anywhere)."""
     return bool(card.local) and (packaged_data_dir() / card.local).is_dir()
 
 
-def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
+def load_card_data(card: TaskCard, seed: int = 42, validation_fraction: float = CARVED_VALIDATION_FRACTION) -> CardData:
     """Load, validate and arrange the splits of ``card``.
 
     Sources, first match wins: ``MTEB_FINEGRAIN_DATA_DIR/<local>/<split>.jsonl[.gz]``, the copy
     packaged with mteb-finegrain (redistributable datasets only), the card's ``hub`` entry.
+
+    Parameters
+    ----------
+    card : TaskCard
+    seed : int, default=42
+        Seed of the carved validation split and of the card's ``sample:`` (``Protocol.seed``).
+    validation_fraction : float, default=0.1
+        Share of each fine class carved from the few-shot pool as validation when the card has
+        no validation split (``Protocol.validation_fraction``); unused otherwise.
 
     Raises
     ------
@@ -334,15 +357,15 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
     """
     roles = card.splits
     wanted = sorted(set(roles.values()))
-    local = _local_folder(card)
+    local = local_data_folder(card)
     loaded: dict[str, LabelledSplit] = {}
     if local is not None:
         folder, source = local
         for split in wanted:
-            path = _split_file(folder, split)
+            path = find_split_file(folder, split)
             if path is None:
                 raise FineGrainError(f"{folder / split}.jsonl: split file not found (card {card.source} needs split {split!r}; .jsonl or .jsonl.gz)")
-            loaded[split] = _read_jsonl(path, card)
+            loaded[split] = read_split_file(path, card)
     elif card.hub is not None:
         source = "hub"
         loaded = {split: _load_hub_split(card, split) for split in wanted}
@@ -357,7 +380,7 @@ def load_card_data(card: TaskCard, seed: int = 42) -> CardData:
     pool, coarse_train = loaded[roles["fewshot_pool"]], loaded[roles["coarse_train"]]
     carved = "validation" not in roles
     if carved:
-        pool, validation = carve_validation(pool, seed)
+        pool, validation = carve_validation(pool, seed, validation_fraction)
         if roles["coarse_train"] == roles["fewshot_pool"]:
             coarse_train = pool  # validation stays unseen by every stage of training
     else:

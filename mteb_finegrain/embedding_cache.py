@@ -20,11 +20,9 @@ Off with ``MTEB_FINEGRAIN_EMBEDDING_CACHE=0`` (or ``run --no-embedding-cache``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mteb_finegrain.store import atomic_write, blake2b_array, blake2b_json, embeddings_dir, sha256_chunks, sha256_json, sha256_texts
+
 if TYPE_CHECKING:
     from mteb_finegrain.encoder import LayerEncoder
+    from mteb_finegrain.protocol import Protocol
 
 logger = logging.getLogger(__name__)
 ENABLED_ENV = "MTEB_FINEGRAIN_EMBEDDING_CACHE"
@@ -47,41 +48,26 @@ def cache_enabled() -> bool:
 
 def embedding_cache_dir() -> Path:
     """``<cache dir>/embeddings`` (see ``MTEB_FINEGRAIN_CACHE_DIR``)."""
-    from mteb_finegrain.coarse_tuning import cache_dir
-
-    return cache_dir() / "embeddings"
+    return embeddings_dir()
 
 
 def texts_hash(texts: Sequence[str]) -> str:
     """Hash of an ordered list of texts (a split's rows)."""
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode() + b"\0")
-    return digest.hexdigest()
+    return sha256_texts(texts)
 
 
 def array_checksum(array: np.ndarray) -> str:
     """Checksum of an array's bytes (what the cache entries and keys hold)."""
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
+    return blake2b_array(array)
 
 
 def _digest(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    """The file name of an entry: the key's digest (paths, dtypes and the like as ``str``)."""
+    return sha256_json(key, length=24, default=str)
 
 
 def _values_checksum(values: Any) -> str:
-    return hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).hexdigest()
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return blake2b_json(values)
 
 
 class EmbeddingCache:
@@ -115,8 +101,8 @@ class EmbeddingCache:
         meta = {"format": FORMAT, "key": key, "shape": list(array.shape), "checksum": array_checksum(array)}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_atomic(array_path, lambda out: np.save(out, array, allow_pickle=False))
-            _write_atomic(meta_path, lambda out: out.write(json.dumps(meta, default=str).encode()))
+            atomic_write(array_path, lambda out: np.save(out, array, allow_pickle=False))
+            atomic_write(meta_path, lambda out: out.write(json.dumps(meta, default=str).encode()))
         except OSError as exc:
             # A cache that cannot be written only costs time: the run goes on without it.
             logger.warning("Cannot write the embedding cache entry %s (%s): continuing without caching it", meta_path, exc.strerror or exc)
@@ -145,7 +131,7 @@ class EmbeddingCache:
         entry = {"format": FORMAT, "key": key, "values": values, "checksum": _values_checksum(values)}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, lambda out: out.write(json.dumps(entry, default=str).encode()))
+            atomic_write(path, lambda out: out.write(json.dumps(entry, default=str).encode()))
         except OSError as exc:
             logger.warning("Cannot write the score cache entry %s (%s): continuing without caching it", path, exc.strerror or exc)
 
@@ -172,11 +158,8 @@ class EmbeddingCache:
 
 def weights_fingerprint(encoder: LayerEncoder) -> str:
     """Hash of the model's parameters, for a model that names no revision."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.sentence_transformer.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    state = sorted(encoder.sentence_transformer.state_dict().items())
+    return sha256_chunks(chunk for name, tensor in state for chunk in (name.encode(), tensor.detach().cpu().contiguous().numpy().tobytes()))
 
 
 class StageEmbeddings:
@@ -267,23 +250,35 @@ def stage_key(encoder: LayerEncoder, stage: str | dict, data_hash: str, prompt: 
     }
 
 
-def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[str] | None, seeds: Sequence[int], embeddings_checksum: str | None = None) -> dict:
+def clustering_key(
+    eval_x: np.ndarray,
+    truth: Sequence[str],
+    parents: Sequence[str] | None,
+    seeds: Sequence[int],
+    embeddings_checksum: str | None = None,
+    protocol: Protocol | None = None,
+) -> dict:
     """The cache key of one layer's clustering scores at one level.
 
     Clustering sees neither shots nor probes: k-means (one thread, fixed seeds) on the same
     embeddings against the same labels gives the same clusters, so a re-run that changes only the
     few-shot settings takes these scores from the cache. The key holds the embeddings themselves
-    (a checksum of the array), the labels, the seeds, the clustering rules' version and the
-    libraries that compute them. ``embeddings_checksum``: the array's checksum when the caller
-    already has it (every level of a layer shares the layer's embeddings).
+    (a checksum of the array), the labels, the seeds, the clustering rules' version, the k-means
+    settings and the libraries that compute them. ``embeddings_checksum``: the array's checksum
+    when the caller already has it (every level of a layer shares the layer's embeddings).
+    ``protocol``: the run's (None: the defaults); its k-means settings
+    (``Protocol.clustering_options``) are in the key only where they differ from the defaults,
+    with which every score cached under keys without them was computed.
     """
     import scipy
     import sklearn
 
-    from mteb_finegrain.protocol import CLUSTERING_PROTOCOL
+    from mteb_finegrain.protocol import CLUSTERING_PROTOCOL, Protocol
     from mteb_finegrain.scoring.clustering import CLUSTERING_RULES
 
-    return {
+    defaults = Protocol().clustering_options()
+    changed = {name: value for name, value in (protocol or Protocol()).clustering_options().items() if value != defaults[name]}
+    key = {
         "format": FORMAT,
         "kind": "clustering",
         "rules": CLUSTERING_RULES,
@@ -298,6 +293,9 @@ def clustering_key(eval_x: np.ndarray, truth: Sequence[str], parents: Sequence[s
         "scipy": scipy.__version__,
         "sklearn": sklearn.__version__,
     }
+    if changed:
+        key["kmeans"] = changed
+    return key
 
 
 def describe_size() -> str:

@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass, field
 
 from mteb_finegrain.errors import FineGrainError
 
-PROTOCOL_VERSION = "3.0"
+PROTOCOL_VERSION = "3.1"
 # Cache keys name the protocol version that last changed what they cache, not PROTOCOL_VERSION, so
-# that a version that changes only the probes (3.0) reuses the coarse-tuned checkpoints (and with
-# them the cached embeddings) and the clustering scores made under the one before. Set one to the
-# new PROTOCOL_VERSION whenever a change touches coarse training, respectively clustering.
+# that a version that changes only the probes (3.0) or only what results record (3.1) reuses the
+# coarse-tuned checkpoints (and with them the cached embeddings) and the clustering scores made
+# under the one before. Set one to the new PROTOCOL_VERSION whenever a change of a default
+# touches coarse training, respectively clustering.
 COARSE_TRAINING_PROTOCOL = "2.0"
 CLUSTERING_PROTOCOL = "2.0"
 STAGES = ("pretrained", "coarse_tuned")
@@ -46,6 +47,11 @@ MAIN_SCORE_DEFINITION = (
 )
 
 
+# The Protocol fields that change the clustering scores, respectively the probes, besides seeds.
+CLUSTERING_OPTIONS = ("kmeans_l2_normalize", "kmeans_n_init", "kmeans_max_iter", "kmeans_tol")
+PROBE_OPTIONS = ("probe_max_iter", "probe_tol", "probe_c", "probe_standardize")
+
+
 @dataclass(frozen=True)
 class CoarseTraining:
     """Fine-tuning on coarse labels: a linear head on the pooled output, cross-entropy, AdamW."""
@@ -56,6 +62,7 @@ class CoarseTraining:
     max_length: int = 128
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # gradients are clipped to this total L2 norm before each step
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,13 @@ class SetFitSettings:
     """SetFit contrastive fine-tuning of the encoder truncated after a layer.
 
     ``num_iterations`` pairs per example and side are generated; training stops after
-    ``max_steps`` steps of ``batch_size`` pairs (-1: no limit). The step cap keeps a SetFit run
-    of TREC with a 6-layer MiniLM (2 layers x 3 seeds x 2 stages) under 15 minutes on a 2-core
-    CPU (under a minute a training). Protocol 1.1 halved the cap of 1.0 (120 steps at lr 2e-5)
-    and doubled the learning rate, chosen on TREC's validation split: MiniLM layer 6, seeds
-    42-44, validation accuracy 0.670 vs 0.676 at half the time (60 steps at 2e-5: 0.588).
+    ``num_epochs`` passes over them or ``max_steps`` steps of ``batch_size`` pairs (-1: no
+    limit), whichever comes first. The step cap keeps a SetFit run of TREC with a 6-layer MiniLM
+    (2 layers x 3 seeds x 2 stages) under 15 minutes on a 2-core CPU (under a minute a
+    training). Cap and learning rate were chosen on TREC's validation split (MiniLM layer 6,
+    seeds 42-44): 60 steps at 4e-5 reach a validation accuracy of 0.670, against 0.676 for twice
+    the steps at 2e-5 and 0.588 for 60 steps at 2e-5. The head is the probe's logistic
+    regression (``Protocol.probe_max_iter``, ``probe_tol``, ``probe_c``) on raw embeddings.
     """
 
     shots: int = 8
@@ -76,6 +85,7 @@ class SetFitSettings:
     max_steps: int = 60
     batch_size: int = 16
     learning_rate: float = 4e-5
+    num_epochs: int = 1
 
 
 @dataclass(frozen=True)
@@ -98,10 +108,31 @@ class Protocol:
     main_shots : int
         Shots of the main score and of the validation-based layer choice.
     probe_warm_start : bool
-        True (since protocol 3.0): each n-shot probe's L-BFGS starts from the same seed's probe
-        with the largest power of two below n shots (fitted on a subset of its examples), which
-        reaches the same optimum in fewer iterations. False: every probe starts from zero, as in
-        protocol 2.0.
+        True: each n-shot probe's L-BFGS starts from the same seed's probe with the largest power
+        of two below n shots (fitted on a subset of its examples), which reaches the same optimum
+        in fewer iterations. False: every probe starts from zero (protocol 2.0's probes).
+    probe_max_iter : int
+        L-BFGS iterations at most per probe (``LogisticRegression(max_iter=...)``); a probe that
+        stops there is counted in the results' ``convergence_warnings``.
+    probe_tol : float
+        L-BFGS stopping tolerance of the probe (``LogisticRegression(tol=...)``).
+    probe_c : float
+        Inverse L2 regularisation strength of the probe (``LogisticRegression(C=...)``).
+    probe_standardize : bool
+        Standardise each feature on the few-shot examples before the probe (hidden states have
+        a few huge dimensions, which make L-BFGS crawl without it).
+    kmeans_l2_normalize : bool
+        Scale each embedding to unit length before k-means (cosine geometry for every layer:
+        raw hidden-state norms differ a lot between layers).
+    kmeans_n_init : int
+        k-means runs per seed, the best kept (``KMeans(n_init=...)``).
+    kmeans_max_iter : int
+        Lloyd iterations at most per k-means run.
+    kmeans_tol : float
+        k-means convergence tolerance (``KMeans(tol=...)``).
+    validation_fraction : float
+        Share of each fine class carved from the few-shot pool as the validation split when a
+        card has none (see ``data.carve_validation``).
     train_level : int
         The hierarchy level the ``coarse_tuned`` stage is trained on: 0 is the coarsest level of
         the card, 1 the next one, ...; negative counts from the finest (-1).
@@ -116,6 +147,15 @@ class Protocol:
     probe_seeds: int = 5
     main_shots: int = 8
     probe_warm_start: bool = True
+    probe_max_iter: int = 100
+    probe_tol: float = 1e-4
+    probe_c: float = 1.0
+    probe_standardize: bool = True
+    kmeans_l2_normalize: bool = True
+    kmeans_n_init: int = 1
+    kmeans_max_iter: int = 300
+    kmeans_tol: float = 1e-4
+    validation_fraction: float = 0.1
     fewshot: str = "probe"
     batch_size: int = 32
     train_level: int = 0
@@ -134,16 +174,25 @@ class Protocol:
             raise FineGrainError(f"shots must be positive integers, got {list(self.shots)}")
         if self.main_shots not in self.shots:
             raise FineGrainError(f"main_shots {self.main_shots} must be one of shots {list(self.shots)}")
-        if not isinstance(self.probe_warm_start, bool):
-            raise FineGrainError(f"probe_warm_start must be True or False, got {self.probe_warm_start!r}")
-        for name in ("clustering_seeds", "probe_seeds", "batch_size"):
+        for name in ("probe_warm_start", "probe_standardize", "kmeans_l2_normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise FineGrainError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("clustering_seeds", "probe_seeds", "batch_size", "probe_max_iter", "kmeans_n_init", "kmeans_max_iter"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FineGrainError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("probe_tol", "probe_c", "kmeans_tol"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise FineGrainError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.validation_fraction, (int, float)) or isinstance(self.validation_fraction, bool) or not 0 < self.validation_fraction < 1:
+            raise FineGrainError(f"validation_fraction must be a number between 0 and 1 (exclusive), got {self.validation_fraction!r}")
         if not isinstance(self.train_level, int) or isinstance(self.train_level, bool):
             raise FineGrainError(f"train_level must be an integer level index (0 = coarsest), got {self.train_level!r}")
         if self.coarse_training.epochs < 1:
             raise FineGrainError(f"epochs must be at least 1, got {self.coarse_training.epochs}")
+        if not self.coarse_training.max_grad_norm > 0:
+            raise FineGrainError(f"coarse_training.max_grad_norm must be positive, got {self.coarse_training.max_grad_norm!r}")
 
     @property
     def clustering_seed_list(self) -> list[int]:
@@ -165,6 +214,14 @@ class Protocol:
                 f"({', '.join(level_names)}): use 0..{len(level_names) - 1} (0 = coarsest) or -1 (finest)"
             )
         return level_names[self.train_level]
+
+    def clustering_options(self) -> dict:
+        """The settings k-means runs with (``scoring.layer_level.LevelJob`` takes them as fields)."""
+        return {name: getattr(self, name) for name in CLUSTERING_OPTIONS}
+
+    def probe_options(self) -> dict:
+        """The settings each probe is fitted with (``LevelJob`` takes them as fields)."""
+        return {name: getattr(self, name) for name in PROBE_OPTIONS}
 
     def main_score_definition(self) -> str:
         return MAIN_SCORE_DEFINITION.format(shots=self.main_shots, stage=self.main_stage)

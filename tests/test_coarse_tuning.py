@@ -96,3 +96,38 @@ def test_mixed_precision_only_on_a_gpu(monkeypatch):
     assert coarse_tuning.training_precision(torch.device("cuda")) == "bfloat16-autocast"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert coarse_tuning.training_precision(torch.device("cuda")) == "float16-autocast"
+
+
+def test_training_leaves_torchs_random_generator_as_it_found_it(finegrain_env, tiny_st):
+    from mteb_finegrain.coarse_tuning import train_on_coarse
+
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    torch.manual_seed(1234)
+    expected = torch.rand(5)
+    torch.manual_seed(1234)
+    first = train_on_coarse(LayerEncoder(tiny_st, show_progress_bar=False), split.texts, split.coarse, fast_protocol(), show_progress_bar=False)
+    assert torch.equal(torch.rand(5), expected)
+    torch.manual_seed(99)  # another caller state: the same weights (training seeds itself)
+    second = train_on_coarse(LayerEncoder(tiny_st, show_progress_bar=False), split.texts, split.coarse, fast_protocol(), show_progress_bar=False)
+    a, b = first[0].auto_model.state_dict(), second[0].auto_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_clipping_is_keyed_only_when_changed(finegrain_env, tiny_st, monkeypatch):
+    from mteb_finegrain.coarse_tuning import stage_checkpoint_key
+    from mteb_finegrain.protocol import CoarseTraining
+
+    card = load_card(finegrain_env["card"])
+    split = load_card_data(card).coarse_train
+    encoder = LayerEncoder(tiny_st, show_progress_bar=False)
+    default = stage_checkpoint_key(encoder, split, card, fast_protocol())
+    # Checkpoints trained before the clip norm was a setting were clipped at 1.0: same key.
+    assert "max_grad_norm" not in default["training"]
+    assert default == stage_checkpoint_key(encoder, split, card, fast_protocol(coarse_training=CoarseTraining(batch_size=16, max_grad_norm=1.0)))
+    other = stage_checkpoint_key(encoder, split, card, fast_protocol(coarse_training=CoarseTraining(batch_size=16, max_grad_norm=0.5)))
+    assert other["training"]["max_grad_norm"] == 0.5
+    clips = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: clips.append(norm))
+    coarse_tuning.train_on_coarse(encoder, split.texts[:16], split.coarse[:16], fast_protocol(coarse_training=CoarseTraining(batch_size=16, max_grad_norm=0.5)), show_progress_bar=False)
+    assert clips == [0.5]

@@ -16,6 +16,7 @@ import pytest
 from conftest import fast_protocol
 from mteb_finegrain.cards import load_card
 from mteb_finegrain.embedding_cache import EmbeddingCache, StageEmbeddings, clustering_key
+from mteb_finegrain.protocol import Protocol
 from mteb_finegrain.results import load_results
 from mteb_finegrain.task import make_task_class
 
@@ -66,6 +67,13 @@ def test_clustering_scores_round_trip_and_a_damaged_entry_is_not_trusted(tmp_pat
     assert cache.load_scores(clustering_key(x + 1, ["a", "b"] * 3, None, [42, 43])) is None
     assert cache.load_scores(clustering_key(x, ["a", "b", "b", "a", "a", "b"], None, [42, 43])) is None
     assert cache.load_scores(clustering_key(x, ["a", "b"] * 3, None, [42])) is None
+    # The k-means settings: the defaults are the key without them (the scores cached so far),
+    # any other value is another key.
+    assert clustering_key(x, ["a", "b"] * 3, None, [42, 43], protocol=Protocol()) == key
+    for change in ({"kmeans_l2_normalize": False}, {"kmeans_n_init": 3}, {"kmeans_max_iter": 10}, {"kmeans_tol": 1e-3}):
+        other = clustering_key(x, ["a", "b"] * 3, None, [42, 43], protocol=Protocol(**change))
+        assert other["kmeans"] == change and cache.load_scores(other) is None
+    assert clustering_key(x, ["a", "b"] * 3, None, [42, 43], protocol=Protocol(probe_max_iter=5)) == key  # probes do not matter
     (path,) = tmp_path.glob("*.scores.json")
     entry = json.loads(path.read_text())
     entry["values"]["v_measure"][0] = 0.3  # changed behind the checksum's back

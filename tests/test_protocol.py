@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 import pytest
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.protocol import PROTOCOL_VERSION, Protocol
+from mteb_finegrain.protocol import PROTOCOL_VERSION, CoarseTraining, Protocol
 
 # sha256 (first 16 hex digits) of the default settings as results record them, per version.
 # Changing a default fails this test: bump PROTOCOL_VERSION, add its fingerprint here and say
@@ -19,6 +20,14 @@ DEFAULTS_FINGERPRINT = {
     "1.1": "a43fcd05ecd19924",
     "2.0": "14e237dfd02ccda8",
     "3.0": "d3ebf6b3f42eff36",
+    "3.1": "f1a297c1f5518ea5",
+}
+# Protocol 3.1 records settings that were constants of the code, at the values the code used: no
+# number changed. Without them, 3.1's defaults are 3.0's.
+RECORDED_IN_3_1 = {
+    "top": ("probe_max_iter", "probe_tol", "probe_c", "probe_standardize", "kmeans_l2_normalize", "kmeans_n_init", "kmeans_max_iter", "kmeans_tol", "validation_fraction"),
+    "coarse_training": ("max_grad_norm",),
+    "setfit": ("num_epochs",),
 }
 
 
@@ -31,6 +40,22 @@ def test_defaults_match_the_protocol_version():
     assert _fingerprint(Protocol()) == DEFAULTS_FINGERPRINT[PROTOCOL_VERSION], (
         f"a default of protocol {PROTOCOL_VERSION} changed: bump PROTOCOL_VERSION"
     )
+
+
+def test_protocol_3_1_changed_no_default_of_3_0():
+    settings = Protocol().to_dict()
+    for block, names in RECORDED_IN_3_1.items():
+        for name in names:
+            del (settings if block == "top" else settings[block])[name]
+    assert hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16] == DEFAULTS_FINGERPRINT["3.0"]
+
+
+def test_every_setting_is_recorded():
+    settings = Protocol().to_dict()
+    assert {f.name for f in dataclasses.fields(Protocol)} <= set(settings)
+    assert settings["coarse_training"] == dataclasses.asdict(Protocol().coarse_training)
+    assert settings["setfit"] == dataclasses.asdict(Protocol().setfit)
+    assert set(Protocol().clustering_options()) | set(Protocol().probe_options()) <= set(settings)
 
 
 def test_each_version_has_its_own_defaults():
@@ -51,11 +76,33 @@ def test_a_changed_setting_changes_the_fingerprint():
         ({"main_shots": 3}, "main_shots 3 must be one of shots"),
         ({"probe_seeds": 0}, "probe_seeds must be a positive integer, got 0"),
         ({"train_level": "top"}, "train_level must be an integer level index"),
+        ({"probe_max_iter": 0}, "probe_max_iter must be a positive integer, got 0"),
+        ({"kmeans_n_init": True}, "kmeans_n_init must be a positive integer, got True"),
+        ({"probe_tol": -1.0}, "probe_tol must be a positive number, got -1.0"),
+        ({"probe_c": "1"}, "probe_c must be a positive number, got '1'"),
+        ({"kmeans_l2_normalize": 1}, "kmeans_l2_normalize must be True or False, got 1"),
+        ({"validation_fraction": 1.0}, "validation_fraction must be a number between 0 and 1 (exclusive), got 1.0"),
+        ({"coarse_training": CoarseTraining(max_grad_norm=0.0)}, "coarse_training.max_grad_norm must be positive, got 0.0"),
     ],
 )
 def test_invalid_settings_name_the_value(kwargs, message):
-    with pytest.raises(FineGrainError, match=message.replace("(", r"\(")):
+    with pytest.raises(FineGrainError, match=re.escape(message)):
         Protocol(**kwargs)
+
+
+def test_the_validation_fraction_is_the_carved_share(finegrain_env):
+    from mteb_finegrain.cards import load_card
+    from mteb_finegrain.data import load_card_data
+    from mteb_finegrain.errors import FineGrainError
+
+    card = load_card(finegrain_env["card"])  # no validation split: it is carved from the pool
+    default = load_card_data(card)
+    assert default.validation.texts == load_card_data(card, validation_fraction=Protocol().validation_fraction).validation.texts
+    assert len(default.validation) == 4 * 2  # 10% of each fine class's 20 rows
+    larger = load_card_data(card, validation_fraction=0.25)
+    assert len(larger.validation) == 4 * 5 and len(larger.fewshot_pool) == 4 * 15
+    with pytest.raises(FineGrainError, match="validation fraction must be between 0 and 1 \\(exclusive\\), got 0"):
+        load_card_data(card, validation_fraction=0)
 
 
 def test_train_level_names_a_level_of_the_card():
@@ -66,7 +113,7 @@ def test_train_level_names_a_level_of_the_card():
 
 
 def test_every_imported_third_party_module_is_a_declared_dependency():
-    """Issue 9: the package must not rely on what happens to arrive with another library."""
+    """The package must not rely on what happens to arrive with another library."""
     import ast
     import re
     import sys
@@ -82,8 +129,13 @@ def test_every_imported_third_party_module_is_a_declared_dependency():
         return {module_of.get(name, name) for name in names}
 
     provided = modules(project["dependencies"])
-    # An optional extra's modules may be imported by the one module that needs them (the sweep).
-    extras = {root / "mteb_finegrain" / "sweep.py": modules(project["optional-dependencies"]["sweep"])}
+    # An optional extra's modules may be imported by the one part that needs them (the sweep).
+    sweep_extra = modules(project["optional-dependencies"]["sweep"])
+
+    def allowed(path: Path) -> set[str]:
+        parts = path.relative_to(root).with_suffix("").parts
+        return provided | (sweep_extra if parts[:2] == ("mteb_finegrain", "sweep") else set())
+
     missing = set()
     for path in [*(root / "mteb_finegrain").rglob("*.py"), root / "mteb_finegrain_autoload.py"]:
         imported = set()
@@ -93,7 +145,7 @@ def test_every_imported_third_party_module_is_a_declared_dependency():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
         third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("mteb_finegrain", "mteb_finegrain_autoload")}
-        missing |= {f"{path.name}: {m}" for m in third_party - provided - extras.get(path, set())}
+        missing |= {f"{path.relative_to(root)}: {m}" for m in third_party - allowed(path)}
     assert missing == set()
 
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from mteb_finegrain.scoring.clustering import _kmeans, cluster_accuracy, clustering_scores, kmeans_plusplus_indices, within_coarse_v_measure
-from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, fit_probe, probe_scores, warm_start_from, warm_start_ladder
+from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, fit_counting_convergence_warnings, fit_probe, probe_scores, warm_start_from, warm_start_ladder
 
 
 def _blobs(seed=0):
@@ -44,6 +44,9 @@ def test_kmeans_seeding_is_scikit_learns(n, dim, k):
         np.testing.assert_array_equal(_kmeans(x, k, seed), reference)
     # Other dtypes are left to scikit-learn's own seeding.
     np.testing.assert_array_equal(_kmeans(x.astype(np.float64), k, 0), KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(x.astype(np.float64)))
+    # So are several runs per seed, and the iteration cap and tolerance are scikit-learn's.
+    np.testing.assert_array_equal(_kmeans(x, k, 3, n_init=3), KMeans(n_clusters=k, n_init=3, random_state=3).fit_predict(x))
+    np.testing.assert_array_equal(_kmeans(x, k, 3, max_iter=2, tol=0.1), KMeans(n_clusters=k, n_init=1, max_iter=2, tol=0.1, random_state=3).fit_predict(x))
 
 
 def test_within_coarse_ignores_what_coarse_labels_explain():
@@ -87,12 +90,110 @@ def test_a_warm_started_probe_starts_from_the_given_probe():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 10))
     y = (x[:, 0] + x[:, 1] > 0).astype(int) + 2 * (x[:, 2] > 0)
-    cold = fit_probe(x, y, seed=0)
+    cold, _ = fit_probe(x, y, seed=0)
     # Started at its own optimum, L-BFGS has nothing left to do; from zero it needs many steps.
-    again = fit_probe(x, y, seed=0, start=cold)
+    again, _ = fit_probe(x, y, seed=0, start=cold)
     assert again[-1].n_iter_[0] <= 2 < cold[-1].n_iter_[0]
     np.testing.assert_allclose(again[-1].coef_, cold[-1].coef_, atol=1e-3)
-    assert cold[-1].n_iter_[0] == fit_probe(x, y, seed=0)[-1].n_iter_[0]  # the start was copied, not refitted
+    assert cold[-1].n_iter_[0] == fit_probe(x, y, seed=0)[0][-1].n_iter_[0]  # the start was copied, not refitted
     # A start with other classes is not used: the fit is the cold one.
-    other = fit_probe(x[:, :3], y % 2, seed=0)
-    np.testing.assert_array_equal(fit_probe(x, y, seed=0, start=other)[-1].coef_, cold[-1].coef_)
+    other, _ = fit_probe(x[:, :3], y % 2, seed=0)
+    np.testing.assert_array_equal(fit_probe(x, y, seed=0, start=other)[0][-1].coef_, cold[-1].coef_)
+
+
+def test_probe_settings_are_those_given():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10)) * np.arange(1, 11)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + 2 * (x[:, 2] > 0)
+    probe, _ = fit_probe(x, y, seed=0)
+    regression = probe[-1]
+    assert (regression.max_iter, regression.tol, regression.C) == (100, 1e-4, 1.0)
+    assert [type(step).__name__ for step in probe] == ["StandardScaler", "LogisticRegression"]
+    probe, _ = fit_probe(x, y, seed=0, max_iter=7, tol=1e-2, C=0.5, standardize=False)
+    assert (probe[-1].max_iter, probe[-1].tol, probe[-1].C) == (7, 1e-2, 0.5)
+    assert [type(step).__name__ for step in probe] == ["LogisticRegression"]
+
+
+def test_convergence_warnings_are_counted_not_shown_and_other_warnings_pass():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + 2 * (x[:, 2] > 0)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _, stopped = fit_probe(x, y, seed=0, max_iter=2)
+        _, converged = fit_probe(x, y, seed=0)
+        # 30 classes of one example each: scikit-learn's regression guess, dropped.
+        _, guessed = fit_probe(rng.normal(size=(30, 4)), np.arange(30), seed=0)
+    assert (stopped, converged) == (1, 0)
+    assert shown == []
+
+    class Noisy:
+        def fit(self, x, y):
+            warnings.warn("not converged", ConvergenceWarning)
+            warnings.warn("something else", RuntimeWarning)
+            warnings.warn("not converged again", ConvergenceWarning)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert fit_counting_convergence_warnings(Noisy(), x, y) == 2
+    assert [(w.category, str(w.message)) for w in shown] == [(RuntimeWarning, "something else")]
+
+
+def _level_job(**changes):
+    from mteb_finegrain.scoring.layer_level import LevelJob
+
+    x, coarse, fine = _blobs()
+    x = x * [1.0, 40.0]  # unequal scales: unit length and standardisation both matter
+    shots, seeds = (1, 2, 4), [0, 1]
+    samples = {seed: fewshot_indices(fine, shots, seed) for seed in seeds}
+    settings = dict(
+        stage="pretrained",
+        layer=1,
+        level="fine",
+        truth=fine,
+        parents=coarse,
+        eval_x=x,
+        pool_rows={(seed, n): x[samples[seed][n]] for seed in seeds for n in shots},
+        pool_labels={(seed, n): [fine[i] for i in samples[seed][n]] for seed in seeds for n in shots},
+        valid_x=x,
+        valid_truth=fine,
+        shots=shots,
+        main_shots=2,
+        warm_start=True,
+        probe_seeds=seeds,
+        clustering_seeds=seeds,
+    )
+    return LevelJob(**(settings | changes))
+
+
+def test_level_job_defaults_are_the_protocols():
+    import dataclasses
+
+    from mteb_finegrain.protocol import Protocol
+    from mteb_finegrain.scoring.layer_level import LevelJob
+
+    defaults = {f.name: f.default for f in dataclasses.fields(LevelJob) if f.default is not dataclasses.MISSING}
+    protocol = Protocol()
+    assert protocol.clustering_options() | protocol.probe_options() == {name: defaults[name] for name in protocol.clustering_options() | protocol.probe_options()}
+
+
+def test_layer_level_scores_follow_the_protocol_settings():
+    from mteb_finegrain.scoring.layer_level import score_layer_level
+
+    def values(outcome):
+        return [r["value"] for r in outcome.clustering], [r["value"] for r in outcome.probes]
+
+    default = score_layer_level(_level_job())
+    assert score_layer_level(_level_job()) == default  # deterministic
+    assert default.convergence_warnings == 0
+    capped = score_layer_level(_level_job(probe_max_iter=1))
+    assert capped.convergence_warnings == 2 * 3  # every fit of both seeds' ladder 1, 2, 4 stopped
+    assert values(capped)[0] == values(default)[0] and values(capped)[1] != values(default)[1]
+    raw = score_layer_level(_level_job(kmeans_l2_normalize=False))
+    assert values(raw)[0] != values(default)[0] and values(raw)[1] == values(default)[1]
+    for change in ({"probe_c": 1e-4}, {"probe_standardize": False}):
+        assert values(score_layer_level(_level_job(**change)))[1] != values(default)[1], change

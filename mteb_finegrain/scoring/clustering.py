@@ -37,9 +37,9 @@ def kmeans_plusplus_indices(embeddings: np.ndarray, k: int, seed: int) -> np.nda
 
     scikit-learn's k-means++ (on the mean-centred data, as ``KMeans.fit`` runs it), with the same
     arithmetic: distances computed in float64 and rounded to the data's float32. scikit-learn
-    upcasts the whole data set again at each of the k steps; here it is upcast once (a CLINC150
-    k-means run, most of which is this seeding, 2.1 → 1.8 s for five seeds). ``tests/test_scoring.py`` checks that the rows equal those of
-    ``sklearn.cluster.kmeans_plusplus``.
+    upcasts the whole data set again at each of the k steps; here it is upcast once, which makes
+    a CLINC150 k-means run (mostly this seeding) about 14% faster. ``tests/test_scoring.py``
+    checks that the rows equal those of ``sklearn.cluster.kmeans_plusplus``.
 
     Parameters
     ----------
@@ -86,16 +86,30 @@ def kmeans_plusplus_indices(embeddings: np.ndarray, k: int, seed: int) -> np.nda
     return indices
 
 
-def _kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
-    # The clusters of KMeans(n_clusters=k, n_init=1, random_state=seed), with its k-means++ seeding
-    # done faster for float32 embeddings (see kmeans_plusplus_indices; other dtypes are not upcast,
-    # so scikit-learn seeds them itself); the Lloyd iterations are scikit-learn's own.
-    init = embeddings[kmeans_plusplus_indices(embeddings, k, seed)] if embeddings.dtype == np.float32 else "k-means++"
-    return KMeans(n_clusters=k, n_init=1, init=init, random_state=seed).fit_predict(embeddings)
+def _kmeans(embeddings: np.ndarray, k: int, seed: int, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4) -> np.ndarray:
+    # The clusters of KMeans(n_clusters=k, n_init=n_init, random_state=seed, ...). With one run
+    # (the protocol's default) and float32 embeddings its k-means++ seeding is done faster here (see
+    # kmeans_plusplus_indices; other dtypes are not upcast, so scikit-learn seeds them itself, as it
+    # does each of several runs); the Lloyd iterations are scikit-learn's own.
+    fast = n_init == 1 and embeddings.dtype == np.float32
+    init = embeddings[kmeans_plusplus_indices(embeddings, k, seed)] if fast else "k-means++"
+    return KMeans(n_clusters=k, n_init=n_init, init=init, max_iter=max_iter, tol=tol, random_state=seed).fit_predict(embeddings)
 
 
-def clustering_scores(embeddings: np.ndarray, fine: Sequence[str], seeds: Sequence[int]) -> dict[str, list[float]]:
+def clustering_scores(
+    embeddings: np.ndarray, fine: Sequence[str], seeds: Sequence[int], *, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4
+) -> dict[str, list[float]]:
     """Per-seed clustering scores of ``embeddings`` against ``fine``.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, n_features)
+    fine : sequence of str
+        The labels; k is their number of classes.
+    seeds : sequence of int
+        One k-means (``random_state``) per seed.
+    n_init, max_iter, tol : int, int, float
+        ``KMeans``'s (``Protocol.kmeans_n_init``, ``kmeans_max_iter``, ``kmeans_tol``).
 
     Returns
     -------
@@ -105,7 +119,7 @@ def clustering_scores(embeddings: np.ndarray, fine: Sequence[str], seeds: Sequen
     k = len(set(fine))
     scores: dict[str, list[float]] = {m: [] for m in CLUSTERING_METRICS}
     for seed in seeds:
-        clusters = _kmeans(embeddings, k, seed)
+        clusters = _kmeans(embeddings, k, seed, n_init, max_iter, tol)
         scores["v_measure"].append(float(v_measure_score(fine, clusters)))
         scores["nmi"].append(float(normalized_mutual_info_score(fine, clusters, average_method="geometric")))
         scores["ari"].append(float(adjusted_rand_score(fine, clusters)))
@@ -114,13 +128,21 @@ def clustering_scores(embeddings: np.ndarray, fine: Sequence[str], seeds: Sequen
 
 
 def within_coarse_v_measure(
-    embeddings: np.ndarray, coarse: Sequence[str], fine: Sequence[str], seeds: Sequence[int]
+    embeddings: np.ndarray,
+    coarse: Sequence[str],
+    fine: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    n_init: int = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
 ) -> list[float]:
     """V-measure of fine classes inside each coarse class, support-weighted, one value per seed.
 
     Inside coarse class c, k-means runs on c's examples alone with k = c's number of fine
     classes: how well fine classes separate where the coarse label cannot help. Coarse classes
     with a single fine class have nothing to separate and are left out of the mean.
+    ``n_init``, ``max_iter``, ``tol``: as for ``clustering_scores``.
     """
     coarse_arr, fine_arr = np.asarray(coarse), np.asarray(fine)
     groups = []
@@ -134,6 +156,6 @@ def within_coarse_v_measure(
     weights = np.array([len(m) for m, _ in groups], dtype=float)
     values = []
     for seed in seeds:
-        per_group = [v_measure_score(fine_arr[m], _kmeans(embeddings[m], k, seed)) for m, k in groups]
+        per_group = [v_measure_score(fine_arr[m], _kmeans(embeddings[m], k, seed, n_init, max_iter, tol)) for m, k in groups]
         values.append(float(np.average(per_group, weights=weights)))
     return values

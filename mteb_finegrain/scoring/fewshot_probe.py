@@ -1,16 +1,19 @@
 """Few-shot linear probe: logistic regression on n frozen-layer embeddings per fine class.
 
-This is SetFit's head stage without its contrastive body tuning: ``LogisticRegression(max_iter=100)``
-on the layer's embeddings (the classifier MTEB's classification tasks use), after per-feature
-standardisation fitted on the few-shot examples (hidden states have a few huge dimensions, which
-makes lbfgs crawl without it). MTEB samples and scales differently, so the scores are not MTEB
-classification scores. The few-shot samples depend on the seed only, never on the layer, so
-layers are compared on identical training sets.
+This is SetFit's head stage without its contrastive body tuning: ``LogisticRegression`` (L-BFGS,
+``max_iter``, ``tol`` and ``C`` from the protocol) on the layer's embeddings (the classifier MTEB's
+classification tasks use), after per-feature standardisation fitted on the few-shot examples
+(hidden states have a few huge dimensions, which makes lbfgs crawl without it). MTEB samples and
+scales differently, so the scores are not MTEB classification scores. The few-shot samples depend
+on the seed only, never on the layer, so layers are compared on identical training sets.
 
-Since protocol 3.0 each n-shot probe starts from the probe one rung below it on the ladder 1, 2,
-4, 8, ... (same seed, so a subset of its examples; ``warm_start_from``) instead of from zero: the
-same optimum, reached in about a fifth fewer L-BFGS iterations. The rung depends on n alone, so a
-probe's score does not depend on which other shot counts a run asks for.
+Each n-shot probe may start from the probe one rung below it on the ladder 1, 2, 4, 8, ... (same
+seed, so a subset of its examples; ``warm_start_from``) instead of from zero: the same optimum,
+reached in about a fifth fewer L-BFGS iterations. The rung depends on n alone, so a probe's score
+does not depend on which other shot counts a run asks for.
+
+A probe that stops at ``max_iter`` is not hidden: ``fit_probe`` counts scikit-learn's
+``ConvergenceWarning`` and the results report the count per stage.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -65,25 +69,78 @@ def warm_start_ladder(shots: Sequence[int]) -> list[int]:
     return sorted(needed)
 
 
-def fit_probe(train_x: np.ndarray, train_y: Sequence, seed: int, limit_threads: bool = True, start: Pipeline | None = None) -> Pipeline:
+# scikit-learn's guess that integer labels with more classes than half the samples are a
+# regression target: every 1-shot probe of a task with over 20 classes meets it, and it is wrong.
+_REGRESSION_GUESS = "The number of unique classes is greater than 50% of the number of samples"
+
+
+def fit_counting_convergence_warnings(estimator, x: np.ndarray, y: Sequence) -> int:
+    """``estimator.fit(x, y)``; return how many ``ConvergenceWarning`` warnings it raised.
+
+    Those are counted instead of shown (a probe at its iteration cap is expected, and reported
+    per stage in the results); scikit-learn's wrong regression guess for many-class few-shot
+    labels is dropped; every other warning is shown as usual.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=_REGRESSION_GUESS, category=UserWarning)
+        estimator.fit(x, y)
+    count = 0
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            count += 1
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno, source=warning.source)
+    return count
+
+
+def fit_probe(
+    train_x: np.ndarray,
+    train_y: Sequence,
+    seed: int,
+    limit_threads: bool = True,
+    start: Pipeline | None = None,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    C: float = 1.0,  # noqa: N803  (scikit-learn's name)
+    standardize: bool = True,
+) -> tuple[Pipeline, int]:
     """The probe: per-feature standardisation and logistic regression, fitted on ``train_x``.
 
-    Labels may be strings or their ranks among the sorted labels (integers): both give the same
-    classes in the same order, hence the same model, and integers are faster to compare.
-    ``limit_threads=False`` when the caller already runs under ``threadpool_limits(1)`` (setting
-    the limits costs milliseconds, more than a small fit). ``start``: a fitted probe whose
-    coefficients L-BFGS starts from (see ``warm_start_from``; left unused when its classes differ);
-    the standardisation is always fitted afresh on ``train_x``.
+    Parameters
+    ----------
+    train_x : ndarray of shape (n_samples, n_features)
+    train_y : sequence
+        Labels: strings or their ranks among the sorted labels (integers). Both give the same
+        classes in the same order, hence the same model, and integers are faster to compare.
+    seed : int
+        ``random_state`` of the logistic regression.
+    limit_threads : bool, default=True
+        False when the caller already runs under ``threadpool_limits(1)`` (setting the limits
+        costs milliseconds, more than a small fit).
+    start : Pipeline or None
+        A fitted probe whose coefficients L-BFGS starts from (see ``warm_start_from``; left
+        unused when its classes differ); the standardisation is always fitted afresh.
+    max_iter, tol, C : int, float, float
+        ``LogisticRegression``'s (``Protocol.probe_max_iter``, ``probe_tol``, ``probe_c``).
+    standardize : bool, default=True
+        Standardise each feature first (``Protocol.probe_standardize``).
+
+    Returns
+    -------
+    classifier : Pipeline
+    convergence_warnings : int
+        1 when L-BFGS stopped at ``max_iter`` before converging, else 0.
     """
     if start is not None and np.array_equal(start[-1].classes_, np.unique(train_y)):
         classifier = copy.deepcopy(start)  # warm_start=True: fit() starts from the copied coefficients
     else:
-        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100, random_state=seed, warm_start=True))
+        regression = LogisticRegression(C=C, tol=tol, max_iter=max_iter, random_state=seed, warm_start=True)
+        classifier = make_pipeline(StandardScaler(), regression) if standardize else make_pipeline(regression)
     # One BLAS thread: these problems are small, and threads make them several times slower.
-    with threadpool_limits(1) if limit_threads else nullcontext(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 1-shot: "more classes than 50% of samples"; max_iter
-        classifier.fit(train_x, train_y)
-    return classifier
+    with threadpool_limits(1) if limit_threads else nullcontext():
+        return classifier, fit_counting_convergence_warnings(classifier, train_x, train_y)
 
 
 def probe_accuracy_f1(classifier: Pipeline, test_x: np.ndarray, test_y: Sequence) -> tuple[float, float]:
@@ -96,6 +153,6 @@ def probe_scores(
     train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, seed: int, limit_threads: bool = True
 ) -> tuple[float, float]:
     """Accuracy and macro-F1 of a logistic-regression probe trained on ``train_x`` (see ``fit_probe``)."""
-    classifier = fit_probe(train_x, train_y, seed, limit_threads)
+    classifier, _ = fit_probe(train_x, train_y, seed, limit_threads)
     with threadpool_limits(1) if limit_threads else nullcontext():
         return probe_accuracy_f1(classifier, test_x, test_y)

@@ -30,14 +30,20 @@ def _record(stage: str, level: str, layer: int, metric: str, values: list[float]
 
 
 def _normalise(embeddings: np.ndarray) -> np.ndarray:
-    # Cosine geometry for every layer: raw hidden-state norms differ a lot between layers.
+    # Cosine geometry for every layer: raw hidden-state norms differ a lot between layers. The
+    # floor only keeps an all-zero row at zero instead of dividing by zero.
     norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
     return embeddings / np.maximum(norms, 1e-12)
 
 
 @dataclass
 class LevelJob:
-    """What one (layer, level) job needs, and nothing more (it is sent to a worker process)."""
+    """What one (layer, level) job needs, and nothing more (it is sent to a worker process).
+
+    The fields from ``kmeans_l2_normalize`` on are the protocol's settings of the same names
+    (``Protocol.clustering_options()`` and ``Protocol.probe_options()``); their defaults are the
+    protocol's defaults.
+    """
 
     stage: str
     layer: int
@@ -55,6 +61,14 @@ class LevelJob:
     probe_seeds: list[int]
     clustering_seeds: list[int]
     clustering_values: dict[str, list[float]] | None = None  # from the score cache: k-means is not run
+    kmeans_l2_normalize: bool = True
+    kmeans_n_init: int = 1
+    kmeans_max_iter: int = 300
+    kmeans_tol: float = 1e-4
+    probe_max_iter: int = 100
+    probe_tol: float = 1e-4
+    probe_c: float = 1.0
+    probe_standardize: bool = True
 
 
 @dataclass
@@ -63,6 +77,7 @@ class LevelScores:
     probes: list[dict]
     validation: float | None  # mean validation probe accuracy (finest level only)
     clustering_values: dict[str, list[float]]  # per-seed clustering scores (what the score cache keeps)
+    convergence_warnings: int = 0  # probe fits (rungs included) that stopped at probe_max_iter
 
 
 def score_layer_level(job: LevelJob) -> LevelScores:
@@ -70,10 +85,12 @@ def score_layer_level(job: LevelJob) -> LevelScores:
     with threadpool_limits(1):
         values = job.clustering_values
         if values is None:
-            unit = _normalise(job.eval_x)  # k-means on cosine geometry; the probes standardise their own inputs
-            values = clustering_scores(unit, job.truth, job.clustering_seeds)
+            # k-means on cosine geometry by default; the probes standardise their own inputs.
+            points = _normalise(job.eval_x) if job.kmeans_l2_normalize else job.eval_x
+            kmeans = {"n_init": job.kmeans_n_init, "max_iter": job.kmeans_max_iter, "tol": job.kmeans_tol}
+            values = clustering_scores(points, job.truth, job.clustering_seeds, **kmeans)
             if job.parents is not None:
-                values["within_coarse_v_measure"] = within_coarse_v_measure(unit, job.parents, job.truth, job.clustering_seeds)
+                values["within_coarse_v_measure"] = within_coarse_v_measure(points, job.parents, job.truth, job.clustering_seeds, **kmeans)
         clustering = [_record(job.stage, job.level, job.layer, metric, values[metric]) for metric in (*CLUSTERING_METRICS, *WITHIN_PARENT_METRICS) if metric in values]
         # Labels as their rank among the level's sorted labels: the same classes in the same order
         # as the strings (so the same fits and predictions), and much faster to compare.
@@ -87,12 +104,15 @@ def score_layer_level(job: LevelJob) -> LevelScores:
 
         runs: dict[int, list[tuple[float, float]]] = {n: [] for n in job.shots}
         validation_scores = []
+        probe = {"max_iter": job.probe_max_iter, "tol": job.probe_tol, "C": job.probe_c, "standardize": job.probe_standardize}
+        not_converged = 0
         for seed in job.probe_seeds:
-            # Fewest shots first: each probe starts from the one it warm-starts from (protocol 3.0).
+            # Fewest shots first: each probe starts from the one it warm-starts from.
             fitted = {}
             for n in warm_start_ladder(job.shots) if job.warm_start else sorted(job.shots):
                 start = fitted.get(warm_start_from(n)) if job.warm_start else None
-                fitted[n] = fit_probe(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), seed, limit_threads=False, start=start)
+                fitted[n], warned = fit_probe(job.pool_rows[(seed, n)], ranks(job.pool_labels[(seed, n)]), seed, limit_threads=False, start=start, **probe)
+                not_converged += warned
                 if n not in runs:
                     continue  # a rung only
                 runs[n].append(probe_accuracy_f1(fitted[n], job.eval_x, truth))
@@ -104,4 +124,4 @@ def score_layer_level(job: LevelJob) -> LevelScores:
             probes.append(_record(job.stage, job.level, job.layer, "probe_accuracy", [acc for acc, _ in runs[n]], n))
             probes.append(_record(job.stage, job.level, job.layer, "probe_f1_macro", [f1 for _, f1 in runs[n]], n))
         validation = float(np.mean(validation_scores)) if job.valid_x is not None else None
-    return LevelScores(clustering, probes, validation, values)
+    return LevelScores(clustering, probes, validation, values, not_converged)

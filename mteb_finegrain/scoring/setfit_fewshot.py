@@ -15,7 +15,6 @@ import logging
 import random
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mteb_finegrain.encoder import LayerEncoder, pool_hidden_state
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
+from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, fit_counting_convergence_warnings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -172,7 +171,8 @@ def _train_and_score(
     set_seed(seed)
     body = truncated_body(encoder, layer, encoder.pooling)
     # The probe's head: raw embeddings, the same solver settings and seed.
-    model = SetFitModel(model_body=body, model_head=LogisticRegression(max_iter=100, random_state=seed))
+    head = LogisticRegression(C=protocol.probe_c, tol=protocol.probe_tol, max_iter=protocol.probe_max_iter, random_state=seed)
+    model = SetFitModel(model_body=body, model_head=head)
     with tempfile.TemporaryDirectory(prefix="finegrain-setfit-") as output_dir:
         args = TrainingArguments(
             output_dir=output_dir,
@@ -181,7 +181,7 @@ def _train_and_score(
             # max_steps also caps how many pairs SetFit generates (max_steps * batch_size).
             max_steps=settings.max_steps if settings.max_steps > 0 else -1,
             body_learning_rate=settings.learning_rate,
-            num_epochs=1,
+            num_epochs=settings.num_epochs,
             seed=seed,
             report_to="none",
             save_strategy="no",
@@ -201,17 +201,18 @@ def _train_and_score(
     train_x = model.encode(train_texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
     eval_x = model.encode(data.evaluation.texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
     # One BLAS thread, as for the probe: small problems run several times slower with threads.
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs max_iter, few samples per class
-        model.model_head.fit(train_x, train_labels)
+    with threadpool_limits(1):
+        not_converged = fit_counting_convergence_warnings(model.model_head, train_x, train_labels)
         predicted = model.model_head.predict(eval_x)
+    if not_converged:
+        logger.info("SetFit head of layer %d seed %d stopped at max_iter=%d before converging", layer, seed, protocol.probe_max_iter)
     truth = data.evaluation.fine
     return float(accuracy_score(truth, predicted)), float(f1_score(truth, predicted, average="macro"))
 
 
 def _check_settings(protocol: Protocol) -> None:
     settings = protocol.setfit
-    for name in ("shots", "seeds", "num_iterations", "batch_size"):
+    for name in ("shots", "seeds", "num_iterations", "batch_size", "num_epochs"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:
             raise FineGrainError(f"setfit.{name} must be a positive integer, got {value!r}")
