@@ -7,8 +7,9 @@ the support-set noise are not independent draws per cell (every seed sees the sa
 estimates are implemented:
 
 * ``two_way_anova``: the variance-components (two-way random effects) estimate of the variance
-  of the grand mean, ``(MS_items + MS_seeds - MS_error) / (n S)`` with each component
-  truncated at zero, and a Satterthwaite degrees of freedom for its t quantile. With 5 seeds the
+  of the grand mean, ``(MS_items + MS_seeds - MS_error) / (n S)`` (unbiased; at least the
+  per-cell noise's ``MS_error / (n S)``), and a Satterthwaite degrees of freedom for its t
+  quantile. With 5 seeds the
   seed component is estimated with 4 degrees of freedom; when it dominates, the t quantile is
   near t(4)'s 2.78, not 1.96.
 * ``pigeonhole_bootstrap``: items and seeds resampled independently with replacement (Owen's
@@ -88,7 +89,7 @@ def as_matrix(values, name: str = "values", *, low: float | None = None, high: f
     if bad.any():
         s, i = map(int, np.argwhere(bad)[0])
         where = f" outside [{low}, {high}]" if low is not None or high is not None else " (not finite)"
-        raise FineGrainError(f"{name}[{s}, {i}] = {matrix[s, i]!r}{where}; {int(bad.sum())} such value(s) in all")
+        raise FineGrainError(f"{name}[{s}, {i}] = {float(matrix[s, i])!r}{where}; {int(bad.sum())} such value(s) in all")
     return matrix
 
 
@@ -147,35 +148,37 @@ class TwoWayANOVA:
         """Variance of the interaction and per-cell noise, ``MS_error``."""
         return self.ms_error
 
-    def _terms(self) -> list[tuple[float, float]]:
-        """The variance of the mean as a sum of (term, its degrees of freedom), after truncation.
+    def satterthwaite_terms(self) -> list[tuple[float, float]]:
+        """(variance term, its degrees of freedom) pairs whose sum is ``variance``, for a Satterthwaite df.
 
-        ``var_items / n + var_seeds / S + MS_error / (n S)`` is, in mean squares,
-        ``(c_i MS_items + c_s MS_seeds + (1 - c_i - c_s) MS_error) / (n S)`` with ``c = 1`` for a
-        component kept and 0 for one truncated at zero.
+        ``(MS_items + MS_seeds - MS_error) / (n S)``, the unbiased estimate, term by term; when
+        it falls below ``MS_error / (n S)`` (the variance the per-cell noise alone gives the
+        mean) that floor is used instead. Truncating each component at zero would add
+        ``(MS_error - MS_seeds) / (n S)`` whenever the seed mean square falls below the error's
+        by chance, which with 4 seed df is often: in the coverage simulation the truncated
+        estimate overcovered (0.966 at 4,500 items with little support-set noise, 0.98 for a
+        paired difference at 500 items) where the unbiased one stays nearer 0.95.
         """
         cells = self.n_items * self.n_seeds
-        keep_items = self.ms_items > self.ms_error
-        keep_seeds = self.ms_seeds > self.ms_error
+        floor = self.ms_error / cells
+        unbiased = (self.ms_items + self.ms_seeds - self.ms_error) / cells
+        if unbiased <= floor:
+            return [(floor, (self.n_items - 1) * (self.n_seeds - 1))] if floor > 0 else []
         return [
-            (keep_items * self.ms_items / cells, self.n_items - 1),
-            (keep_seeds * self.ms_seeds / cells, self.n_seeds - 1),
-            ((1 - keep_items - keep_seeds) * self.ms_error / cells, (self.n_items - 1) * (self.n_seeds - 1)),
+            (self.ms_items / cells, self.n_items - 1),
+            (self.ms_seeds / cells, self.n_seeds - 1),
+            (-floor, (self.n_items - 1) * (self.n_seeds - 1)),
         ]
 
     @property
     def variance(self) -> float:
-        """Estimated variance of ``mean`` over new items and new seeds."""
-        return max(0.0, sum(term for term, _ in self._terms()))
+        """Estimated variance of ``mean`` over new items and new seeds (see ``satterthwaite_terms``)."""
+        return max(0.0, sum(term for term, _ in self.satterthwaite_terms()))
 
     @property
     def se(self) -> float:
         """Standard error of ``mean``: the square root of ``variance``."""
         return math.sqrt(self.variance)
-
-    def satterthwaite_terms(self) -> list[tuple[float, float]]:
-        """(variance term, degrees of freedom) pairs whose sum is ``variance``, for a Satterthwaite df."""
-        return [(term, df) for term, df in self._terms() if term != 0.0]
 
 
 def two_way_anova(values) -> TwoWayANOVA:
@@ -191,7 +194,7 @@ def two_way_anova(values) -> TwoWayANOVA:
     -------
     TwoWayANOVA
         The grand mean, the mean squares, and from them the variance of the mean
-        ``(MS_items + MS_seeds - MS_error) / (n S)`` (components truncated at zero).
+        ``(MS_items + MS_seeds - MS_error) / (n S)``, at least ``MS_error / (n S)``.
 
     Raises
     ------
@@ -495,5 +498,5 @@ def clustering_spread(values) -> ClusteringSpread:
         raise FineGrainError(f"clustering scores must be a non-empty 1-D sequence (one per k-means seed), got shape {array.shape}")
     if not np.isfinite(array).all():
         k = int(np.flatnonzero(~np.isfinite(array))[0])
-        raise FineGrainError(f"clustering score {k} is {array[k]!r}: every score must be finite")
+        raise FineGrainError(f"clustering score {k} is {float(array[k])!r}: every score must be finite")
     return ClusteringSpread(n=int(array.size), min=float(array.min()), max=float(array.max()), sd=float(array.std()))
