@@ -21,9 +21,11 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.store import atomic_replace_dir
 
 __all__ = ["main", "random_init_copy"]
 
@@ -33,9 +35,9 @@ __all__ = ["main", "random_init_copy"]
 
 def _model_title(model_dir: Path) -> str:
     """The title the plugin names a local model by (README heading, else the folder name)."""
-    from mteb_finegrain._plugin import _local_model_name
+    from mteb_finegrain._plugin import local_model_name
 
-    return _local_model_name(model_dir).removeprefix("local/")
+    return local_model_name(model_dir).removeprefix("local/")
 
 
 def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -80,18 +82,29 @@ def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, s
     if trained:
         raise FineGrainError(f"{source}: modules {trained} after the transformer have trained weights; only the transformer is re-initialised")
     trained_transformer = model[0].auto_model
-    torch.manual_seed(seed)
-    fresh = AutoModel.from_config(trained_transformer.config)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        fresh = AutoModel.from_config(trained_transformer.config)
     # Copy the fresh values into the loaded module (strict: every tensor is replaced) rather than
     # swap modules: how sentence-transformers holds its model differs between versions.
     trained_transformer.load_state_dict(fresh.state_dict(), strict=True)
     target = Path(out_dir)
-    if target.exists():
-        shutil.rmtree(target)
-    model.save(str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed into place: an interrupted run leaves the old copy.
+    staging = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
+    try:
+        _save_control(model, staging, source, seed)
+        atomic_replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _save_control(model, folder: Path, source: Path, seed: int) -> None:
+    model.save(str(folder))
     # sentence-transformers writes a generated model card; ours names the control plainly.
     title = f"{_model_title(source)} (random init, seed {seed})"
-    (target / "README.md").write_text(
+    (folder / "README.md").write_text(
         f"# {title}\n\n"
         f"The architecture, tokenizer and pooling of `{source.name}` with randomly initialised "
         f"transformer weights (`transformers.AutoModel.from_config` after `torch.manual_seed({seed})`). "
@@ -100,7 +113,6 @@ def random_init_copy(model_dir: str | os.PathLike, out_dir: str | os.PathLike, s
         f"Made by `python -m mteb_finegrain.reference random-init {source.name} OUT --seed {seed}`.\n",
         encoding="utf-8",
     )
-    return target
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -6,8 +6,6 @@ Non-neural: TF-IDF + truncated SVD (latent semantic analysis), fitted on a fixed
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +15,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ScoringFunction
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.store import sha256_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,9 +31,9 @@ SVD_SETTINGS = {"n_components": 256, "algorithm": "randomized", "n_iter": 5, "ra
 
 def _tfidf_svd_revision() -> str:
     """``sklearn<version>-<hash of the settings>``: changes whenever the embeddings may change."""
-    settings = json.dumps({"tfidf": TFIDF_SETTINGS, "svd": SVD_SETTINGS, "l2_normalised": True}, sort_keys=True)
+    settings = {"tfidf": TFIDF_SETTINGS, "svd": SVD_SETTINGS, "l2_normalised": True}
     # importlib.metadata, not ``import sklearn``: this runs at plugin registration, on every mteb import.
-    return f"sklearn{metadata.version('scikit-learn')}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+    return f"sklearn{metadata.version('scikit-learn')}-{sha256_json(settings, length=8)}"
 
 
 class TfidfSvdEncoder(AbsEncoder):

@@ -61,6 +61,21 @@ def test_random_init_copy_is_deterministic_and_differs_from_the_original(tiny_mo
     assert meta.revision == local_model_meta(again).revision != local_model_meta(other).revision
 
 
+def test_random_init_copy_replaces_an_old_copy_and_leaves_torchs_generator(tiny_model_dir, tmp_path):
+    import torch
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier copy")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    random_init_copy(tiny_model_dir, out, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder or backup left
+
+
 def test_random_init_command_line(tiny_model_dir, tmp_path, capsys):
     assert main(["random-init", str(tiny_model_dir), str(tmp_path / "r"), "--seed", "3"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "r")
