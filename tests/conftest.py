@@ -50,6 +50,13 @@ splits:
 """
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the scoring worker processes the tests started: none outlives the test run."""
+    from mteb_finegrain.scoring.workers import shutdown_scoring_workers
+
+    shutdown_scoring_workers()
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
     """A data dir with ``tiny/{train,test}.jsonl`` and a card dir with ``tiny.yaml``."""

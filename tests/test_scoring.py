@@ -197,3 +197,54 @@ def test_layer_level_scores_follow_the_protocol_settings():
     assert values(raw)[0] != values(default)[0] and values(raw)[1] == values(default)[1]
     for change in ({"probe_c": 1e-4}, {"probe_standardize": False}):
         assert values(score_layer_level(_level_job(**change)))[1] != values(default)[1], change
+
+
+_SCORING_SCRIPT = """
+import json, sys
+import numpy as np
+import psutil
+from joblib import Parallel, delayed
+from mteb_finegrain.scoring.workers import start_scoring_workers, wait_for_scoring_workers, shutdown_scoring_workers
+from mteb_finegrain.scoring.clustering import clustering_scores
+
+start_scoring_workers()
+wait_for_scoring_workers()
+x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+Parallel(n_jobs=2)(delayed(clustering_scores)(x, ["a", "b"] * 20, [seed]) for seed in range(4))
+me = psutil.Process()
+started = [(p.pid, " ".join(p.cmdline())) for p in me.children(recursive=True)]
+if sys.argv[1] == "shutdown":
+    shutdown_scoring_workers()
+after = [p.pid for p in me.children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"started": started, "alive_after_shutdown": after}))
+"""
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("how", ["shutdown", "exit"])
+def test_no_scoring_worker_outlives_its_process(how):
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    done = subprocess.run([sys.executable, "-c", _SCORING_SCRIPT, how], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    workers = [pid for pid, command in report["started"] if "LokyProcess" in command]
+    assert workers, report  # the scoring did run in worker processes
+    if how == "shutdown":
+        assert not set(workers) & set(report["alive_after_shutdown"])  # stopped and waited for
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid, _ in report["started"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [command for pid, command in report["started"] if _alive(pid)] == []

@@ -55,6 +55,23 @@ def wait_for_scoring_workers() -> None:
         list(warming)
 
 
+def shutdown_scoring_workers() -> None:
+    """Stop the scoring worker processes and wait until they have exited.
+
+    A pending warm-up is collected first. Scoring after this starts new workers. Called at exit
+    (and by the test suite at its end), so that no worker outlives the process that started it.
+    """
+    wait_for_scoring_workers()
+    # joblib's loky backend keeps one reusable executor in this module-level slot; looking it up
+    # (rather than calling get_reusable_executor) never creates or resizes one.
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True)
+
+
 # A run that ends before scoring (an error, nothing left to run) would leave the warm-up to be
-# collected at exit, which joblib reports as unused results: collect it first.
-atexit.register(wait_for_scoring_workers)
+# collected at exit, which joblib reports as unused results: it is collected, then the workers
+# are stopped.
+atexit.register(shutdown_scoring_workers)
