@@ -129,21 +129,7 @@ def run_subset(
     context = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset}
     # The text every layer sees: the model's own prompt for this task, if it has one.
     prompt = encoder.prompt_for(task_metadata)
-    records, validation, selected, encoded, warnings = [], {}, {}, {}, {}
-    for stage in protocol.stages:
-        load_stage_encoder, stage_id = _stage_source(encoder, data, card, protocol, stage, prompt, show_progress_bar)
-        if load_stage_encoder is None:
-            continue
-        key = stage_key(encoder, stage_id, data.content_hash, prompt) if embedding_cache else None
-        embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
-        scores = score_stage(encoder, data, protocol, stage, show_progress_bar=show_progress_bar, prompt=prompt, embeddings=embeddings)
-        records.extend(scores.records)
-        if protocol.fewshot == "setfit":
-            records.extend(setfit_records(embeddings.encoder, data, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=show_progress_bar))
-        validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
-        selected[stage] = scores.selected_layer
-        encoded[stage] = _stage_runtime(embeddings, scores)
-        warnings[stage] = scores.convergence_warnings
+    records, validation, selected, encoded, warnings = _run_stages(encoder, data, card, protocol, prompt, context, embedding_cache, show_progress_bar)
     main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
     main = records_by_key(records)[(main_stage, data.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
     result = {
@@ -166,6 +152,31 @@ def run_subset(
         "records": records,
     }
     return SubsetScores.model_validate(result)
+
+
+def _run_stages(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, prompt: str | None, context: dict, embedding_cache: bool, show_progress_bar: bool) -> tuple[list[dict], dict, dict, dict, dict]:
+    """Score the protocol's stages in order.
+
+    Returns ``(records, validation, selected, encoded, warnings)``: every record; per stage the
+    validation accuracy of each layer, the selected layer, how its embeddings were obtained, and
+    its probe convergence warnings.
+    """
+    records, validation, selected, encoded, warnings = [], {}, {}, {}, {}
+    for stage in protocol.stages:
+        load_stage_encoder, stage_id = _stage_source(encoder, data, card, protocol, stage, prompt, show_progress_bar)
+        if load_stage_encoder is None:
+            continue
+        key = stage_key(encoder, stage_id, data.content_hash, prompt) if embedding_cache else None
+        embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
+        scores = score_stage(encoder, data, protocol, stage, show_progress_bar=show_progress_bar, prompt=prompt, embeddings=embeddings)
+        records.extend(scores.records)
+        if protocol.fewshot == "setfit":
+            records.extend(setfit_records(embeddings.encoder, data, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=show_progress_bar))
+        validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
+        selected[stage] = scores.selected_layer
+        encoded[stage] = _stage_runtime(embeddings, scores)
+        warnings[stage] = scores.convergence_warnings
+    return records, validation, selected, encoded, warnings
 
 
 def _stage_source(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, stage: str, prompt: str | None, show_progress_bar: bool) -> tuple[Callable[[], LayerEncoder] | None, str | dict]:
@@ -371,7 +382,7 @@ def _cached_clustering(embeddings: StageEmbeddings, data: CardData, protocol: Pr
     layer_checksums = [array_checksum(layer_x) for layer_x in eval_x]  # once a layer, not once a level
     for k, depth in jobs:
         parents = data.evaluation.levels[depth - 1] if depth > 0 else None
-        cache_keys[(k, depth)] = clustering_key(eval_x[k], data.evaluation.levels[depth], parents, protocol.clustering_seed_list, embeddings_checksum=layer_checksums[k])
+        cache_keys[(k, depth)] = clustering_key(eval_x[k], data.evaluation.levels[depth], parents, protocol.clustering_seed_list, embeddings_checksum=layer_checksums[k], protocol=protocol)
         values = embeddings.cache.load_scores(cache_keys[(k, depth)])
         if values is not None:
             cached[(k, depth)] = values
@@ -400,6 +411,8 @@ def _level_job(stage: str, layer: int, depth: int, data: CardData, protocol: Pro
         probe_seeds=seeds,
         clustering_seeds=protocol.clustering_seed_list,
         clustering_values=clustering_values,
+        **protocol.clustering_options(),
+        **protocol.probe_options(),
     )
 
 

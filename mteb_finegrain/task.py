@@ -44,7 +44,7 @@ class AbsTaskFineGrainHidden(AbsTask):
         if self.data_loaded:
             return
         self.dataset = {
-            subset: {EVAL_SPLIT: load_card_data(card, seed=self.protocol.seed)}
+            subset: {EVAL_SPLIT: load_card_data(card, seed=self.protocol.seed, validation_fraction=self.protocol.validation_fraction)}
             for subset, card in self.cards.items()
             if subset in self.hf_subsets
         }

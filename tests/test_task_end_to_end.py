@@ -54,6 +54,35 @@ def test_same_run_twice_gives_identical_scores(finegrain_env, tiny_st, tmp_path)
     assert first == second
 
 
+def test_the_runtime_records_the_machine_and_each_stages_unconverged_probes(finegrain_env, tiny_st, tmp_path):
+    capped = _run(finegrain_env, tiny_st, tmp_path / "capped", probe_max_iter=1, kmeans_l2_normalize=False)[0].scores
+    runtime = capped["runtime"]
+    assert list(runtime)[-3:] == ["cpu", "blas", "convergence_warnings"]
+    assert isinstance(runtime["cpu"], str) and runtime["cpu"]
+    assert runtime["blas"] and all(set(library) == {"internal_api", "version", "architecture", "threads"} for library in runtime["blas"])
+    # One L-BFGS iteration converges no probe: each stage counts its fits that hit the cap.
+    assert set(runtime["convergence_warnings"]) == {"pretrained", "coarse_tuned"} and min(runtime["convergence_warnings"].values()) > 0
+    assert capped["settings"]["probe_max_iter"] == 1 and capped["settings"]["kmeans_l2_normalize"] is False
+    default = _run(finegrain_env, tiny_st, tmp_path / "default")[0].scores
+    assert any(r["value"] != d["value"] for r, d in zip(capped["records"], default["records"]) if r["metric"] == "probe_accuracy")
+
+
+def test_every_scoring_setting_of_the_protocol_reaches_the_layer_jobs():
+    import numpy as np
+
+    from mteb_finegrain.data import CardData, LabelledSplit
+    from mteb_finegrain.runner import _level_job
+
+    split = LabelledSplit(["a", "b"], [["x", "y"], ["x1", "y1"]], "rows")
+    data = CardData(split, split, split, split, ["coarse", "fine"], [{}, {"x1": "x", "y1": "y"}], "sha256:0", "test", True)
+    protocol = fast_protocol(probe_max_iter=7, probe_tol=0.5, probe_c=2.0, probe_standardize=False, kmeans_l2_normalize=False, kmeans_n_init=3, kmeans_max_iter=9, kmeans_tol=0.25)
+    samples = {(1, seed): {n: [0, 1] for n in (1, 2, 8)} for seed in protocol.probe_seed_list}
+    x = np.zeros((2, 4), dtype=np.float32)
+    job = _level_job("pretrained", 0, 1, data, protocol, samples, [1, 2, 8], x, x, x, {0: 0, 1: 1}, None)
+    for name, value in (protocol.clustering_options() | protocol.probe_options()).items():
+        assert getattr(job, name) == value, name
+
+
 def test_layer_subset_and_out_of_range(finegrain_env, tiny_st, tmp_path):
     from mteb_finegrain.errors import FineGrainError
 
@@ -158,3 +187,13 @@ def test_cli_pooling_cls_is_what_the_results_say(finegrain_env, tiny_model_dir, 
     assert run.returncode == 0, run.stderr[-2000:]
     (result,) = load_results(out)
     assert result.scores["settings"]["pooling"] == "cls" and result.scores["model"]["pooling"] == "cls"
+
+
+def test_the_protocols_validation_fraction_carves_the_validation_split(finegrain_env):
+    task_class = make_task_class(load_card(finegrain_env["card"]))
+    sizes = {}
+    for fraction in (0.1, 0.3):
+        task = task_class(protocol=fast_protocol(validation_fraction=fraction), show_progress_bar=False)
+        task.load_data()
+        sizes[fraction] = len(task.dataset["default"]["test"].validation)
+    assert sizes == {0.1: 8, 0.3: 24}  # of 20 training rows per fine class, 4 classes

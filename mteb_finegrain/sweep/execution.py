@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.run import RunOptions
@@ -218,24 +217,14 @@ def _run_on_ray(ray, pairs: list[tuple], todo: list[int], options: RunOptions, r
 
 def _task_weight(task_class) -> int:
     """Bytes of a task's local data files: a stand-in for how long its jobs take (0 if unknown)."""
+    from mteb_finegrain.data import local_data_folder
+
     total = 0
     for card in task_class.cards.values():
-        folder = _data_folder(card)
-        if folder is not None:
-            total += sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+        try:
+            found = local_data_folder(card)
+        except FineGrainError:  # a missing data directory: the job fails with one line, at any weight
+            found = None
+        if found is not None:
+            total += sum(path.stat().st_size for path in found[0].iterdir() if path.is_file())
     return total
-
-
-def _data_folder(card) -> Path | None:
-    """The folder the card's split files are read from (the data directory, then the package), if local."""
-    from mteb_finegrain.data import data_dir, has_packaged_data, packaged_data_dir
-
-    if not card.local:
-        return None
-    root = data_dir()
-    if root is not None:
-        if not root.is_dir():
-            return None  # the run fails with one line; its weight does not matter
-        if (root / card.local).is_dir():
-            return root / card.local
-    return packaged_data_dir() / card.local if has_packaged_data(card) else None
