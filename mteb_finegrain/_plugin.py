@@ -120,10 +120,6 @@ def local_model_name(path: Path) -> str:
     return "local/" + path.name
 
 
-# mteb_finegrain.reference imports the name under this spelling.
-_local_model_name = local_model_name
-
-
 def _local_model_revision(path: Path) -> str:
     """A content revision of a local model: sha256 of its config and weight files."""
     digest = hashlib.sha256()
