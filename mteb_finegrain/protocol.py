@@ -110,7 +110,7 @@ class Protocol:
     probe_warm_start : bool
         True: each n-shot probe's L-BFGS starts from the same seed's probe with the largest power
         of two below n shots (fitted on a subset of its examples), which reaches the same optimum
-        in fewer iterations. False: every probe starts from zero (protocol 2.0's probes).
+        in fewer iterations. False: every probe starts from zero.
     probe_max_iter : int
         L-BFGS iterations at most per probe (``LogisticRegression(max_iter=...)``); a probe that
         stops there is counted in the results' ``convergence_warnings``.

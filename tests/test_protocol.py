@@ -22,7 +22,7 @@ DEFAULTS_FINGERPRINT = {
     "3.0": "d3ebf6b3f42eff36",
     "3.1": "f1a297c1f5518ea5",
 }
-# Protocol 3.1 records settings that were constants of the code, at the values the code used: no
+# The settings protocol 3.1 added to the record, at the values the code has always used: no
 # number changed. Without them, 3.1's defaults are 3.0's.
 RECORDED_IN_3_1 = {
     "top": ("probe_max_iter", "probe_tol", "probe_c", "probe_standardize", "kmeans_l2_normalize", "kmeans_n_init", "kmeans_max_iter", "kmeans_tol", "validation_fraction"),

@@ -38,7 +38,7 @@ def start_scoring_workers() -> None:
     """Start ``n_scoring_jobs()`` workers in the background and return at once (nothing with one core).
 
     ``score_stage``'s jobs then run on the same reusable workers. Without this call the workers
-    start when the first stage is scored, as before; the scores are the same either way.
+    start when the first stage is scored; the scores are the same either way.
     """
     global _warming
     n_jobs = n_scoring_jobs()
