@@ -37,8 +37,8 @@ def main() -> None:
     from mteb_finegrain.data import load_card_data
     from mteb_finegrain.embedding_cache import StageEmbeddings, stage_key
     from mteb_finegrain.encoder import LayerEncoder
-    from mteb_finegrain.evaluation import score_stage
     from mteb_finegrain.protocol import Protocol
+    from mteb_finegrain.runner import score_stage
 
     warm = Protocol()
     cold = dataclasses.replace(warm, probe_warm_start=False)
