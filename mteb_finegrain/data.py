@@ -325,7 +325,7 @@ def local_data_folder(card: TaskCard) -> tuple[Path, str] | None:
     return None
 
 
-_local_folder = local_data_folder  # the name mteb_finegrain/sweep.py and tests/leaderboard_fixtures.py import
+_local_folder = local_data_folder  # the name tests/leaderboard_fixtures.py imports
 
 
 def has_packaged_data(card: TaskCard) -> bool:
