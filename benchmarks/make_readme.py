@@ -44,10 +44,13 @@ def circumstances(case: dict) -> str:
     cores = f"{hardware['usable_cores']} of {hardware['cores']} cores" if hardware.get("usable_cores") != hardware.get("cores") else f"{hardware['cores']} cores"
     machine = f"{hardware['cpu']} ({cores}, {hardware['memory_gb']} GB), {'GPU ' + hardware['gpu'] if hardware.get('gpu') else 'no GPU'}"
     load = case.get("load_average")
+    # More runnable processes than cores over the last 5 minutes: other work shared the cores.
+    shared = bool(load) and load[1] > hardware["usable_cores"]
     libraries = ", ".join(f"{name} {software[name]}" for name in ("torch", "numpy", "scipy", "scikit-learn", "transformers", "sentence-transformers", "mteb") if software.get(name))
     blas = "; ".join(f"{b['of']}: {b['internal_api']} {b['version']} ({b['architecture']}, {b['threads']} threads)" for b in case.get("blas", []))
     variables = ", ".join(f"{name}={value}" for name, value in case.get("variables", {}).items())
     parts = [
+        f"**machine shared with other work (load {load[1]} on {hardware['usable_cores']} cores): times are upper bounds**" if shared else None,
         case["date"].replace("T", " ").replace("Z", " UTC"),
         machine,
         f"load average {' / '.join(map(str, load))} (1 / 5 / 15 min)" if load else None,
