@@ -192,7 +192,8 @@ class LayerEncoder(AbsEncoder):
         if isinstance(meta, ModelMeta):
             return meta
         if self.sentence_transformer is not None:
-            meta = ModelMeta.from_sentence_transformer_model(self.sentence_transformer, fetch_from_hf=False)
+            # fill_missing=None: mteb 2.26 flags its own default (False) as the deprecated parameter.
+            meta = ModelMeta.from_sentence_transformer_model(self.sentence_transformer, fill_missing=None, fetch_from_hf=False)
             if meta.name is None:
                 path = getattr(self._transformer, "name_or_path", None) or getattr(
                     getattr(self._transformer, "config", None), "_name_or_path", None
