@@ -71,7 +71,8 @@ def render_script(path: Path) -> list[str]:
             name = f"`{figure.name}`" + (f": {figure.about}" if figure.about else "")
             value = show(figure.value) + ("" if not figure.unit else figure.unit if figure.unit == "x" else f" {figure.unit}")
             met = {None: "", True: "yes", False: "**no**"}[figure.met()]
-            lines.append(f"| {case_name} | {name} | {value} | {figure.target or ''} | {met} |")
+            cells = [case_name, name, value, figure.target or "", met]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     lines.append("")
     # Cases one command wrote share their circumstances: one line per command run.
     runs: dict[str, list[str]] = {}
