@@ -8,6 +8,13 @@ p - #{k: theta_j - theta_k significantly > 0}]`` for every j at once with the sa
 The simultaneous intervals come from the bootstrap distribution of the largest studentised
 pairwise deviation (max-|t| over the pairs). Percentiles of the models' bootstrap ranks would
 be something else: they are not confidence intervals and undercover near ties.
+
+The replicates come from the pigeonhole bootstrap (``bootstrap_scores``). Its variance is off
+for a single difference (see ``paired``), but a rank interval misses only when a pair is
+declared ordered the wrong way at the simultaneous critical value, which is rare: five models
+(two 0.001 apart) on a 500-item and a 4,500-item task, 5 seeds, 300 replications of B = 1,000,
+covered the true rank vector 1.000, 1.000 and 0.997 of the time, from little to strong
+model-specific support-set noise.
 """
 
 from __future__ import annotations
