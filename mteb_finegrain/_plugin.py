@@ -260,7 +260,7 @@ def _atomic_result_writes() -> None:
 
     mteb writes a result file in place: a run killed while writing leaves a truncated JSON file
     that makes every later ``mteb run`` of the task fail. Only this plugin's tasks are changed;
-    every other task's file is written by mteb as before.
+    every other task's file is written by mteb itself.
     """
     from mteb.results.task_result import TaskResult
 

@@ -1,6 +1,6 @@
 """``mteb-finegrain sweep`` on a real local Ray: tiny models × tiny tasks, resume, failures, files.
 
-One Ray session (2 CPUs) is shared by the module's in-process sweeps; the kill-and-resume test
+One local Ray (2 CPUs) is shared by the module's in-process sweeps; the kill-and-resume test
 also starts the command as a user does, with its own Ray. About a minute and a half in all.
 """
 
@@ -35,7 +35,7 @@ def _records(out: Path) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, tiny_model_dir):
-    """Two tiny tasks, two tiny models, their environment, and one Ray session for the module."""
+    """Two tiny tasks, two tiny models, their environment, and one local Ray for the module."""
     ray = pytest.importorskip("ray")
     from mteb_finegrain.reference import random_init_copy
 
