@@ -61,7 +61,7 @@ def floor_seconds(card, model_dir: str) -> dict:
     from mteb_finegrain.scoring.fewshot_probe import fewshot_indices
 
     protocol = Protocol()
-    data = load_card_data(card, seed=protocol.seed)
+    data = load_card_data(card, seed=protocol.seed, validation_fraction=protocol.validation_fraction)
     pool = data.fewshot_pool
     needed = sorted({i for depth in range(len(data.level_names)) for seed in protocol.probe_seed_list for idx in fewshot_indices(pool.levels[depth], protocol.shots, seed).values() for i in idx})
     texts = data.evaluation.texts + data.validation.texts + [pool.texts[i] for i in needed]

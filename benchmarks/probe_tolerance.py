@@ -49,7 +49,7 @@ def main() -> None:
     by_name = {card.name.lower(): card for card in discover_cards()[0]}
     for name in args.cards:
         card = by_name[name.lower()]
-        data = load_card_data(card, protocol.seed)
+        data = load_card_data(card, protocol.seed, validation_fraction=protocol.validation_fraction)
         samples = {seed: fewshot_indices(data.fewshot_pool.fine, [protocol.main_shots], seed)[protocol.main_shots] for seed in protocol.probe_seed_list}
         rows = sorted({i for chosen in samples.values() for i in chosen})
         where = {i: k for k, i in enumerate(rows)}

@@ -46,7 +46,7 @@ def main() -> None:
     by_name = {card.name.lower(): card for card in discover_cards()[0]}
     for name in args.cards:
         card = by_name[name.lower()]
-        data = load_card_data(card, warm.seed)
+        data = load_card_data(card, warm.seed, validation_fraction=warm.validation_fraction)
         finest = data.level_names[-1]
         for stage in warm.stages:
             if stage == "pretrained":
