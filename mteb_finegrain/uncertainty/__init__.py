@@ -2,6 +2,8 @@
 
 * ``predictions``: per-seed predicted labels stored compactly, with the evaluation split's hash,
   and the correctness matrices computed from them.
+* ``matrix``: the checked ``(seeds, items)`` matrix the others read.
+* ``bootstrap``: the pigeonhole bootstrap, items and seeds resampled independently.
 * ``intervals``: a 95% interval for a probe accuracy counting items and support sets (and
   coarse-training runs), for a paired difference of two, and the spread of a clustering score.
 * ``paired``: two models compared over tasks (bootstrap test, Holm-adjusted per-task tests).
@@ -10,12 +12,12 @@
 NumPy and SciPy only: importing this package loads no torch.
 """
 
+from mteb_finegrain.uncertainty.bootstrap import pigeonhole_bootstrap
 from mteb_finegrain.uncertainty.intervals import (
     ClusteringSpread,
     TwoWayANOVA,
     clustering_spread,
     paired_interval,
-    pigeonhole_bootstrap,
     probe_interval,
     two_way_anova,
 )

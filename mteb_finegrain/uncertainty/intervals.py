@@ -46,81 +46,31 @@ import numpy as np
 from scipy import stats
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.uncertainty.bootstrap import joint_pigeonhole_means, pigeonhole_bootstrap
+from mteb_finegrain.uncertainty.matrix import as_matrix, check_count, check_level
+
+__all__ = [
+    "ClusteringSpread",
+    "Method",
+    "TwoWayANOVA",
+    "as_matrix",
+    "clustering_spread",
+    "joint_pigeonhole_means",
+    "paired_interval",
+    "pigeonhole_bootstrap",
+    "probe_interval",
+    "satterthwaite_df",
+    "two_way_anova",
+]
 
 Method = Literal["anova", "bootstrap"]
 _METHODS = ("anova", "bootstrap")
-# At most this many float64 resampling weights (items x replicates) are held at once.
-_CHUNK_CELLS = 4_000_000
-
-
-def as_matrix(values, name: str = "values", *, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """``values`` as a float64 ``(seeds, items)`` matrix, checked: 2-D, at least 2 x 2, finite, in range.
-
-    Parameters
-    ----------
-    values : array-like of shape (S, n)
-        One row per seed (support set), one column per evaluation item; booleans allowed.
-    name : str
-        What the caller calls it, for the error message.
-    low, high : float, optional
-        Inclusive bounds every value must lie within.
-
-    Returns
-    -------
-    numpy.ndarray of shape (S, n), dtype float64
-
-    Raises
-    ------
-    FineGrainError
-        When ``values`` is not numeric, not 2-D, has fewer than 2 seeds or 2 items, holds a
-        non-finite value or one outside ``[low, high]``.
-    """
-    try:
-        matrix = np.asarray(values)
-    except (TypeError, ValueError) as error:  # ragged rows
-        raise FineGrainError(f"{name} is not a (seeds x items) matrix: {error}") from None
-    if matrix.dtype == bool:
-        matrix = matrix.astype(np.float64)
-    if not (np.issubdtype(matrix.dtype, np.integer) or np.issubdtype(matrix.dtype, np.floating)):
-        raise FineGrainError(f"{name} must hold numbers or booleans, got dtype {matrix.dtype}")
-    matrix = matrix.astype(np.float64, copy=False)
-    if matrix.ndim != 2:
-        raise FineGrainError(f"{name} must be a 2-D (seeds x items) matrix, got shape {matrix.shape}")
-    seeds, items = matrix.shape
-    if seeds < 2:
-        raise FineGrainError(
-            f"{name} has {seeds} seed row(s) (shape {matrix.shape}): the support-set variance needs at least 2 seeds"
-        )
-    if items < 2:
-        raise FineGrainError(f"{name} has {items} item column(s) (shape {matrix.shape}): the item variance needs at least 2 items")
-    bad = ~np.isfinite(matrix)
-    if low is not None:
-        bad |= matrix < low
-    if high is not None:
-        bad |= matrix > high
-    if bad.any():
-        s, i = map(int, np.argwhere(bad)[0])
-        where = f" outside [{low}, {high}]" if low is not None or high is not None else " (not finite)"
-        raise FineGrainError(f"{name}[{s}, {i}] = {float(matrix[s, i])!r}{where}; {int(bad.sum())} such value(s) in all")
-    return matrix
-
-
-def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise FineGrainError(f"level must be a number strictly between 0 and 1, got {level!r}")
-    return float(level)
 
 
 def _check_method(method: str) -> str:
     if method not in _METHODS:
         raise FineGrainError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
     return method
-
-
-def _check_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FineGrainError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -260,86 +210,13 @@ def _t_interval(center: float, variance: float, df: float, level: float) -> tupl
     return center - half, center + half
 
 
-def _item_counts(rng: np.random.Generator, replicates: int, items: int) -> np.ndarray:
-    """How often each item is drawn in each of ``replicates`` resamples of ``items`` items with replacement."""
-    draws = rng.integers(0, items, size=(replicates, items))
-    draws += np.arange(replicates)[:, None] * items
-    return np.bincount(draws.ravel(), minlength=replicates * items).reshape(replicates, items).astype(np.float64)
-
-
-def joint_pigeonhole_means(matrices, *, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Pigeonhole-bootstrap replicates of the means of several matrices resampled with the same indices.
-
-    Each replicate draws ``n`` items and ``S`` seeds independently with replacement, the same
-    draws for every matrix (the matrices are models scored on the same items and seeds, so the
-    pairing is kept), and takes each resampled matrix's grand mean.
-
-    Parameters
-    ----------
-    matrices : sequence of array-like, each of shape (S, n)
-        Checked with ``as_matrix``; all of one shape.
-    n_boot : int
-        Number of replicates, at least 1.
-    rng : numpy.random.Generator
-        The source of the resampling draws.
-
-    Returns
-    -------
-    numpy.ndarray of shape (n_boot, len(matrices))
-
-    Raises
-    ------
-    FineGrainError
-        When a matrix is invalid, the shapes differ, or ``n_boot`` is not a positive integer.
-    """
-    n_boot = _check_count(n_boot, "n_boot", 1)
-    stack = [as_matrix(m, f"matrix {k}") for k, m in enumerate(matrices)]
-    if not stack:
-        raise FineGrainError("joint_pigeonhole_means needs at least one matrix, got none")
-    shape = stack[0].shape
-    for k, matrix in enumerate(stack):
-        if matrix.shape != shape:
-            raise FineGrainError(f"matrix {k} has shape {matrix.shape}, matrix 0 has {shape}: they must share items and seeds")
-    seeds, items = shape
-    # (M * S, n): every model's seed rows, so one product gives each replicate's weighted item sums.
-    rows = np.concatenate(stack, axis=0)
-    out = np.empty((n_boot, len(stack)))
-    chunk = max(1, _CHUNK_CELLS // items)
-    for start in range(0, n_boot, chunk):
-        count = min(chunk, n_boot - start)
-        item_weights = _item_counts(rng, count, items)
-        seed_weights = _item_counts(rng, count, seeds)
-        sums = (item_weights @ rows.T).reshape(count, len(stack), seeds)
-        out[start : start + count] = np.einsum("cms,cs->cm", sums, seed_weights) / (items * seeds)
-    return out
-
-
-def pigeonhole_bootstrap(values, *, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """Pigeonhole-bootstrap replicates of a ``(seeds, items)`` matrix's grand mean.
-
-    Parameters
-    ----------
-    values : array-like of shape (S, n)
-        Checked with ``as_matrix``.
-    n_boot : int, default 2000
-        Number of replicates.
-    seed : int, default 0
-        Seed of the resampling.
-
-    Returns
-    -------
-    numpy.ndarray of shape (n_boot,)
-    """
-    return joint_pigeonhole_means([values], n_boot=n_boot, rng=np.random.default_rng(seed))[:, 0]
-
-
 def _interval(values, *, extra_var: float, extra_df: float, method: str, level: float, n_boot: int, seed: int):
     if method == "anova":
         anova = two_way_anova(values)
         terms = anova.satterthwaite_terms() + ([(extra_var, extra_df)] if extra_var > 0 else [])
         return _t_interval(anova.mean, anova.variance + extra_var, satterthwaite_df(terms), level)
     rng = np.random.default_rng(seed)
-    replicates = joint_pigeonhole_means([values], n_boot=_check_count(n_boot, "n_boot", 2), rng=rng)[:, 0]
+    replicates = joint_pigeonhole_means([values], n_boot=check_count(n_boot, "n_boot", 2), rng=rng)[:, 0]
     if extra_var > 0:
         replicates = replicates + rng.normal(0.0, math.sqrt(extra_var), size=replicates.shape)
     low, high = np.quantile(replicates, [0.5 - level / 2, 0.5 + level / 2])
@@ -397,9 +274,9 @@ def probe_interval(
         or an option is out of range.
     """
     matrix = as_matrix(correct, "correct", low=0.0, high=1.0)
-    level = _check_level(level)
+    level = check_level(level)
     method = _check_method(method)
-    n_runs = _check_count(n_runs, "n_runs", 1)
+    n_runs = check_count(n_runs, "n_runs", 1)
     if isinstance(runs_sd, bool) or not isinstance(runs_sd, (int, float)) or not math.isfinite(runs_sd) or runs_sd < 0:
         raise FineGrainError(f"runs_sd must be a finite number >= 0, got {runs_sd!r}")
     if runs_df is None:
@@ -449,7 +326,7 @@ def paired_interval(
     if a.shape != b.shape:
         raise FineGrainError(f"correct_a has shape {a.shape} and correct_b {b.shape}: a paired difference needs the same seeds and items")
     low, high = _interval(
-        a - b, extra_var=0.0, extra_df=math.inf, method=_check_method(method), level=_check_level(level), n_boot=n_boot, seed=seed
+        a - b, extra_var=0.0, extra_df=math.inf, method=_check_method(method), level=check_level(level), n_boot=n_boot, seed=seed
     )
     return max(-1.0, low), min(1.0, high)
 

@@ -35,7 +35,9 @@ import numpy as np
 from scipy import stats
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.uncertainty.intervals import as_matrix, joint_pigeonhole_means, satterthwaite_df, two_way_anova
+from mteb_finegrain.uncertainty.bootstrap import joint_pigeonhole_means
+from mteb_finegrain.uncertainty.intervals import satterthwaite_df, two_way_anova
+from mteb_finegrain.uncertainty.matrix import as_matrix
 
 MIN_BOOT = 10_000
 Method = Literal["anova", "bootstrap"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.uncertainty.intervals import as_matrix, joint_pigeonhole_means
+from mteb_finegrain.uncertainty.bootstrap import joint_pigeonhole_means
+from mteb_finegrain.uncertainty.matrix import as_matrix
 
 
 @dataclass(frozen=True)
