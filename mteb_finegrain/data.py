@@ -325,9 +325,6 @@ def local_data_folder(card: TaskCard) -> tuple[Path, str] | None:
     return None
 
 
-_local_folder = local_data_folder  # the name tests/leaderboard_fixtures.py imports
-
-
 def has_packaged_data(card: TaskCard) -> bool:
     """Whether the card's data ships inside the package (so it runs offline, anywhere)."""
     return bool(card.local) and (packaged_data_dir() / card.local).is_dir()

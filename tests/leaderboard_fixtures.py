@@ -32,11 +32,11 @@ def card_hash(card: str) -> str:
     """The real data hash of a built-in card whose data is packaged (the validator compares it),
     else a fake one."""
     from mteb_finegrain.cards import discover_cards
-    from mteb_finegrain.data import _local_folder, has_packaged_data, load_card_data
+    from mteb_finegrain.data import has_packaged_data, load_card_data, local_data_folder
 
     builtin = {c.name: c for c in discover_cards()[0]}
     if card in builtin and has_packaged_data(builtin[card]):
-        folder = _local_folder(builtin[card])
+        folder = local_data_folder(builtin[card])
         assert folder is not None and folder[1] == "packaged copy", "unset MTEB_FINEGRAIN_DATA_DIR for leaderboard fixtures"
         return load_card_data(builtin[card]).content_hash
     return fake_hash(card)
