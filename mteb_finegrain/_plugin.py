@@ -7,7 +7,6 @@ has been imported, and by ``import mteb_finegrain``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.store import sha256_files
 
 _registered: dict[str, type] = {}
 _skipped: list[str] = []  # the files of the user cards skipped (named in the unknown-task error)
@@ -122,14 +122,8 @@ def local_model_name(path: Path) -> str:
 
 def _local_model_revision(path: Path) -> str:
     """A content revision of a local model: sha256 of its config and weight files."""
-    digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".txt"})
-    for file in files:
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256-" + digest.hexdigest()[:16]
+    return "sha256-" + sha256_files(path, files, length=16)
 
 
 def local_model_meta(path: str | os.PathLike, revision: str | None = None, name: str | None = None):
