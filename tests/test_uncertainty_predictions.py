@@ -85,6 +85,12 @@ def test_the_split_hash_depends_on_texts_labels_and_order():
     assert split_sha256(["ab", "c"], ["x", "y"]) != split_sha256(["a", "bc"], ["x", "y"])
 
 
+def test_the_split_hash_is_fixed_for_given_rows():
+    # sha256 of one JSON line [text, label] per item, UTF-8 and not ASCII-escaped: recorded hashes stay comparable.
+    rows = ["h\u00e9llo", "w\u00f6rld \u2013 x", "a\nb"], ["A", "B", "C"]
+    assert split_sha256(*rows) == "sha256:1867b5de3c2f77e9dd19c9ec6fff5950c6bb99212a758c25bb3e4fe5ae557b42"
+
+
 def test_predictions_for_different_splits_are_not_paired():
     other = split_sha256(TEXTS[:3], GOLD[:3])
     a = encode_predictions(PRED, split_sha256=SPLIT)

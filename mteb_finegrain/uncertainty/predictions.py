@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.store import sha256_chunks
 
 FORMAT = "mteb-finegrain-predictions/1"
 _DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}
@@ -49,12 +49,14 @@ def split_sha256(texts: Sequence[str], gold: Sequence[str]) -> str:
     """
     if len(texts) != len(gold):
         raise FineGrainError(f"split_sha256: {len(texts)} texts but {len(gold)} gold labels")
-    digest = hashlib.sha256()
-    for i, (text, label) in enumerate(zip(texts, gold)):
-        if not isinstance(text, str) or not isinstance(label, str):
-            raise FineGrainError(f"split_sha256: item {i} has text {text!r} and label {label!r}; both must be strings")
-        digest.update(json.dumps([text, label], ensure_ascii=False).encode() + b"\n")
-    return "sha256:" + digest.hexdigest()
+
+    def rows():
+        for i, (text, label) in enumerate(zip(texts, gold)):
+            if not isinstance(text, str) or not isinstance(label, str):
+                raise FineGrainError(f"split_sha256: item {i} has text {text!r} and label {label!r}; both must be strings")
+            yield json.dumps([text, label], ensure_ascii=False).encode() + b"\n"
+
+    return "sha256:" + sha256_chunks(rows())
 
 
 def encode_predictions(predictions: Sequence[Sequence[str]], *, split_sha256: str, labels: Sequence[str] | None = None) -> dict:
