@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.leaderboard.validate import MODEL_META, DataHashes, Submission, validate_submission
-from mteb_finegrain.store import BACKUP_PREFIX, atomic_replace_dir, recover_replaced_dir
+from mteb_finegrain.store import BACKUP_PREFIX, atomic_replace_dir, file_lock, recover_replaced_dir
 
 RESULTS = "results"
 LOCK = ".leaderboard.lock"
@@ -106,9 +106,7 @@ def add_submission(results_dir: str | Path, leaderboard_dir: str | Path, *, repl
 
 def leaderboard_lock(root: Path):
     """The lock every writer of the leaderboard holds: a second ``add`` or ``build`` waits."""
-    from filelock import FileLock
-
-    return FileLock(str(root / LOCK))
+    return file_lock(root / LOCK)
 
 
 def recover(root: Path) -> None:
