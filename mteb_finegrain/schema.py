@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError, model_serializer, model_validator
-from pydantic_core import PydanticCustomError
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import EVAL_SPLIT
@@ -34,14 +33,14 @@ MAX_PROBLEMS = 5
 def _number(value: Any) -> float | int:
     # Kept as given (an int stays an int), so a result that is read and written back is unchanged.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PydanticCustomError("number_type", "must be a number")
+        raise ValueError("must be a number")
     return float(value) if isinstance(value, float) else int(value)
 
 
 def _layers_setting(value: Any) -> str | list[int]:
     if value == "all" or (isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
         return value
-    raise PydanticCustomError("layers_setting", "must be \"all\" or a list of layer integers")
+    raise ValueError("must be \"all\" or a list of layer integers")
 
 
 Number = Annotated[float | int, PlainValidator(_number)]
@@ -400,8 +399,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
             what = f"must be {_MUST_BE[kind]}"
         elif kind == "too_short":
             what = "must not be empty"
-        elif kind in ("number_type", "layers_setting"):
-            what = error["msg"]
+        elif kind == "value_error":  # raised by this module's validators, worded to follow the field name
+            what = str(error["ctx"]["error"])
         else:
             what = error["msg"][:1].lower() + error["msg"][1:]
         out.append(f"{field} {what}, got {_shown(error.get('input'))}")
