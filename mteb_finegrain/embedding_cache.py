@@ -11,7 +11,7 @@ checksum, so an entry from a killed or concurrent writer, or one damaged later, 
 it is recomputed and rewritten.
 
 Which few-shot texts are encoded does not depend on the shots or seeds asked for (see
-``evaluation.score_stage``), so a re-run with other shots or fewer seeds finds every call cached.
+``runner.score_stage``), so a re-run with other shots or fewer seeds finds every call cached.
 Each layer's clustering scores at each level are kept beside the embeddings
 (``<digest>.scores.json``, keyed by a checksum of the embeddings, the labels and the seeds): they
 do not depend on the few-shot settings, so a re-run that changes only those runs no k-means.

@@ -1,7 +1,7 @@
 """The worker processes a stage's scoring runs in, and starting them ahead of time.
 
 Scoring runs one job per (layer, level) on every core this process was given, in joblib's
-reusable loky worker processes (each job limited to one thread; see ``evaluation.score_stage``).
+reusable loky worker processes (each job limited to one thread; see ``runner.score_stage``).
 Starting a worker (a fresh interpreter importing numpy, SciPy and scikit-learn) takes a second or
 two, which a run whose embeddings are all cached would otherwise wait for before its first score:
 ``start_scoring_workers`` starts them while the caller goes on loading the model.
