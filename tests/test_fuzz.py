@@ -4,7 +4,7 @@ the result schema they follow), leaderboard submissions.
 The property, for every generated input: either success (and then the loaded object is sound),
 or one ``FineGrainError`` whose message names the offending file; never another exception (a
 traceback for the user), never a partial write. Cases per property: ``MTEB_FINEGRAIN_FUZZ_EXAMPLES``
-(default 200, what CI runs); README says how many were run once locally.
+(default 200, what CI runs); docs/reliability.md says how many all passed locally.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from mteb_finegrain.protocol import PROTOCOL_VERSION, CoarseTraining, Protocol
 
 # sha256 (first 16 hex digits) of the default settings as results record them, per version.
 # Changing a default fails this test: bump PROTOCOL_VERSION, add its fingerprint here and say
-# what changed in README's protocol history.
+# what changed in CHANGELOG.md's protocol section.
 DEFAULTS_FINGERPRINT = {
     "1.0": "872928a05b1cbac8",
     "1.1": "a43fcd05ecd19924",
