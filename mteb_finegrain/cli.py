@@ -1,11 +1,14 @@
 """``mteb-finegrain``: run the FineGrainHidden protocol with options, sweeps on Ray, report results, leaderboard.
 
-Bad input prints one ``mteb-finegrain: error: ...`` line and exits with status 2.
+Bad input prints one ``mteb-finegrain: error: ...`` line and exits with status 2. Output piped to
+a reader that stops early (``| head``) ends the command quietly with status 141, as a Unix tool
+killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mteb_finegrain.errors import FineGrainError
@@ -95,12 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _discard_stdout() -> None:
+    """Point stdout at the null device: its reader has closed the pipe, and the output still
+    buffered would otherwise raise ``BrokenPipeError`` again when Python flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (e.g. captured in a test)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mteb-finegrain`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone by now shows here, not in the interpreter's flush at exit
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return 128 + 13  # 128 + SIGPIPE
     except FineGrainError as exc:
         print(f"mteb-finegrain: error: {exc}", file=sys.stderr)
         return 2

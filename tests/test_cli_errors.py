@@ -126,6 +126,20 @@ def test_layer_out_of_range(env, tiny_model_dir, tmp_path):
     assert not list((tmp_path / "r").rglob("FineGrainHidden*.json"))
 
 
+@pytest.mark.parametrize("options, lines_read", [(["--json"], 1), ([], 0)], ids=["reader-stops-after-a-line", "reader-gone-at-once"])
+def test_output_piped_to_a_reader_that_stops_ends_quietly(options, lines_read, tmp_path):
+    """``mteb-finegrain report results | head``: status 141 (SIGPIPE's), no traceback."""
+    results = Path(__file__).resolve().parent.parent / "leaderboard" / "results"
+    command = [str(BIN / "mteb-finegrain"), "report", str(results), *options]  # --json: 3 MB, more than a pipe holds
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    for _ in range(lines_read):
+        assert process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=600) == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
 def test_start_up_hook_imports_nothing_heavy(tmp_path):
     """The .pth hook must not import mteb or this package in processes that never use mteb."""
     probe = _cli([sys.executable, "-c", "import sys; print(sorted(m for m in sys.modules if m.startswith(('mteb', 'torch', 'yaml'))))"], {}, tmp_path)
