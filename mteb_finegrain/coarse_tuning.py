@@ -42,9 +42,9 @@ _KEYED_WHEN_CHANGED = {"max_grad_norm": CoarseTraining().max_grad_norm}
 def _training_key(settings: CoarseTraining) -> dict:
     """The training settings as the checkpoint key holds them.
 
-    A setting that joined ``CoarseTraining`` after ``COARSE_TRAINING_PROTOCOL`` (so did not change
-    a number) is in the key only when it differs from its default: checkpoints trained before it
-    existed keep their keys, and any other value gets a checkpoint of its own.
+    A setting of ``_KEYED_WHEN_CHANGED`` is in the key only when it differs from its default: at
+    the default the key equals that of a checkpoint keyed without the setting (trained with the
+    same value), and any other value gets a checkpoint of its own.
     """
     training = asdict(settings)
     for name, default in _KEYED_WHEN_CHANGED.items():
@@ -70,7 +70,7 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
     }
     device = encoder.device
     precision = training_precision(device)
-    if precision != "float32":  # keys of float32 (CPU) training are those of earlier versions
+    if precision != "float32":  # float32 (CPU) keys carry no precision: a key without one means float32
         key["precision"] = precision
     if device.type == "cpu":
         # CPU training sums in an order that depends on torch's intra-op threads: another thread
@@ -87,7 +87,7 @@ def stage_checkpoint_key(encoder: LayerEncoder, split: LabelledSplit, card: Task
 
 def training_precision(device: torch.device) -> str:
     """``bfloat16-autocast`` on a CUDA device that supports it, ``float16-autocast`` on other CUDA
-    devices, ``float32`` elsewhere (CPU training stays bit-identical to earlier versions)."""
+    devices, ``float32`` elsewhere (no autocast on the CPU: its weights are plain float32 training's)."""
     if device.type != "cuda":
         return "float32"
     return "bfloat16-autocast" if torch.cuda.is_bf16_supported() else "float16-autocast"

@@ -267,8 +267,8 @@ def clustering_key(
     settings and the libraries that compute them. ``embeddings_checksum``: the array's checksum
     when the caller already has it (every level of a layer shares the layer's embeddings).
     ``protocol``: the run's (None: the defaults); its k-means settings
-    (``Protocol.clustering_options``) are in the key only where they differ from the defaults,
-    with which every score cached under keys without them was computed.
+    (``Protocol.clustering_options``) are in the key only where they differ from the defaults: a
+    key without them means the defaults, so those keys stay valid.
     """
     import scipy
     import sklearn

@@ -3,9 +3,9 @@ atomic writes and locks.
 
 * Folders: ``cache_root()`` (``MTEB_FINEGRAIN_CACHE_DIR``, else the user cache directory) holds
   ``embeddings/`` and ``coarse_tuned/``.
-* Digests: the hashes that name cache entries and identify data. Each gives exactly the digest
-  the package has always computed for its inputs: caches written earlier stay valid and the data
-  hashes recorded in results stay comparable.
+* Digests: the hashes that name cache entries and identify data. Each is fixed for its inputs
+  (``tests/test_store.py`` pins them): caches already on disk stay valid and the data hashes
+  recorded in results stay comparable.
 * Atomic writes: a file is written to a temporary file beside it and renamed over it, so a reader
   sees the old file or the new one, never a half-written one; a directory is staged beside its
   target and renamed into place. This module and the start-up hook that makes mteb's result

@@ -117,7 +117,7 @@ def _metadata(name: str, cards: list[TaskCard], description: str) -> TaskMetadat
             # mteb has no type for "probe every hidden layer before and after fine-tuning". The main
             # score is the accuracy of a logistic regression trained on a few labelled embeddings
             # per class, as in mteb's Classification tasks, so that is the least misleading type
-            # (Clustering, used before, named a secondary score and hid the probe). Note that, unlike
+            # (Clustering would name a secondary score and hide the probe). Note that, unlike
             # mteb's classification tasks, these also fine-tune a copy of the model (coarse_tuned).
             type="Classification",
             task_subtypes=sorted({subtype for c in cards for subtype in c.task_subtypes}),

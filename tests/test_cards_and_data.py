@@ -201,7 +201,7 @@ def test_card_sample_is_stratified_seeded_and_in_file_order(finegrain_env):
     assert len(data.evaluation) == 16 and len(data.coarse_train) == 20
     assert {label: data.evaluation.fine.count(label) for label in set(data.evaluation.fine)} == {"ant": 4, "bee": 4, "elm": 4, "oak": 4}
     assert data.evaluation.lines == sorted(data.evaluation.lines)  # file order kept
-    # the few-shot pool and the validation slice are not sampled; coarse training no longer is the pool
+    # the few-shot pool and the validation slice are not sampled; coarse training takes a sample of the pool
     assert len(data.fewshot_pool) + len(data.validation) == 80
     assert data.coarse_train is not data.fewshot_pool and set(data.coarse_train.texts) <= set(data.fewshot_pool.texts)
     assert load_card_data(card, seed=42).evaluation.texts == data.evaluation.texts

@@ -122,7 +122,7 @@ def test_gradient_clipping_is_keyed_only_when_changed(finegrain_env, tiny_st, mo
     split = load_card_data(card).coarse_train
     encoder = LayerEncoder(tiny_st, show_progress_bar=False)
     default = stage_checkpoint_key(encoder, split, card, fast_protocol())
-    # Checkpoints trained before the clip norm was a setting were clipped at 1.0: same key.
+    # A key without max_grad_norm means a clip at 1.0, the default: the default gives that same key.
     assert "max_grad_norm" not in default["training"]
     assert default == stage_checkpoint_key(encoder, split, card, fast_protocol(coarse_training=CoarseTraining(batch_size=16, max_grad_norm=1.0)))
     other = stage_checkpoint_key(encoder, split, card, fast_protocol(coarse_training=CoarseTraining(batch_size=16, max_grad_norm=0.5)))

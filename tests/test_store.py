@@ -15,8 +15,8 @@ import pytest
 
 from mteb_finegrain import store
 
-# Digests of fixed inputs as the package computed them before the store existed: cache entries
-# and recorded data hashes made then must be found and compared the same way now.
+# Digests of fixed inputs, pinned: cache entries on disk and data hashes recorded in results
+# must be found and compared the same way by every version of the package.
 SPLIT_TEXTS, SPLIT_LEVELS = ["a text", "b ü"], [["x", "y"], ["x1", "y1"]]
 
 

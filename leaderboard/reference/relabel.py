@@ -2,8 +2,8 @@
 
     python leaderboard/reference/relabel.py RESULTS_DIR NAME
 
-For results made from a local copy of a public model before ``mteb-finegrain run --model-name``
-existed (or with plain ``mteb run``, which names a local directory ``local/<title>``): rewrites
+For results made from a local copy of a public model without ``mteb-finegrain run --model-name``
+(for instance with plain ``mteb run``, which names a local directory ``local/<title>``): rewrites
 the model name in ``model_meta.json`` and in every ``FineGrainHidden*.json`` beside it, each file
 written to a temporary file and renamed into place. The revision (a hash of the model files)
 stays, so the entry still says exactly which files were run.
