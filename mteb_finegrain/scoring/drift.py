@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.scoring.embedding_checks import finite_float64, real_matrix
 
 
 # Rows with a smaller norm are left as they are instead of being divided by it, as the clustering
@@ -55,21 +56,13 @@ class _Side:
 
 
 def _as_embeddings(x, name: str) -> np.ndarray:
-    array = np.asarray(x)
-    if array.ndim != 2:
-        raise FineGrainError(f"{name} must be a 2-D array (n_texts, dim), got shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise FineGrainError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    array = real_matrix(x, name)
     if array.shape[0] < 4:
         # n (n - 3) in the estimator's denominator: it is undefined for fewer than 4 texts.
         raise FineGrainError(f"{name} has {array.shape[0]} rows; debiased CKA needs at least 4 texts")
     if array.shape[1] < 1:
         raise FineGrainError(f"{name} has no columns (shape {array.shape})")
-    finite = np.isfinite(array)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise FineGrainError(f"{name} holds a non-finite value ({array[row, col]}) at row {row}, column {col}")
-    return array.astype(np.float64)
+    return finite_float64(array, name)
 
 
 def _scaled_hsic(a: _Side, b: _Side, cross_squared: float) -> float:

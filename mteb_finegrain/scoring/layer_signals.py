@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.scoring.embedding_checks import finite_float64, real_matrix
 
 
 # Garrido et al. (2023) add this to every normalised singular value, so that log p is finite.
@@ -16,18 +17,10 @@ RANKME_EPSILON = 1e-7
 
 
 def _as_embeddings(z, name: str = "z") -> np.ndarray:
-    array = np.asarray(z)
-    if array.ndim != 2:
-        raise FineGrainError(f"{name} must be a 2-D array (n_texts, dim), got shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise FineGrainError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    array = real_matrix(z, name)
     if array.size == 0:
         raise FineGrainError(f"{name} is empty (shape {array.shape})")
-    finite = np.isfinite(array)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise FineGrainError(f"{name} holds a non-finite value ({array[row, col]}) at row {row}, column {col}")
-    return array.astype(np.float64)
+    return finite_float64(array, name)
 
 
 def effective_rank(z) -> float:
