@@ -37,7 +37,7 @@ from scipy import stats
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.uncertainty.bootstrap import joint_pigeonhole_means
 from mteb_finegrain.uncertainty.intervals import satterthwaite_df, two_way_anova
-from mteb_finegrain.uncertainty.matrix import as_matrix
+from mteb_finegrain.uncertainty.matrix import as_matrix, check_count
 
 MIN_BOOT = 10_000
 Method = Literal["anova", "bootstrap"]
@@ -250,8 +250,8 @@ def compare(
     """
     if method not in ("anova", "bootstrap"):
         raise FineGrainError(f"method must be 'anova' or 'bootstrap', got {method!r}")
-    if method == "bootstrap" and (isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < MIN_BOOT):
-        raise FineGrainError(f"n_boot must be an integer >= {MIN_BOOT}, got {n_boot!r}")
+    if method == "bootstrap":
+        n_boot = check_count(n_boot, "n_boot", MIN_BOOT)
     differences = task_differences(correct_a, correct_b)
     if method == "anova":
         per_task, mean_ci, mean_p = _by_components(differences)

@@ -26,7 +26,7 @@ import numpy as np
 
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.uncertainty.bootstrap import joint_pigeonhole_means
-from mteb_finegrain.uncertainty.matrix import as_matrix
+from mteb_finegrain.uncertainty.matrix import as_matrix, check_count, check_level
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ def _check_inputs(estimates, replicates, level) -> tuple[np.ndarray, np.ndarray,
         raise FineGrainError(f"replicates hold {boot.shape[0]} bootstrap draws; a simultaneous quantile needs at least 100")
     if not (np.isfinite(theta).all() and np.isfinite(boot).all()):
         raise FineGrainError("estimates and replicates must be finite")
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise FineGrainError(f"level must be a number strictly between 0 and 1, got {level!r}")
-    return theta, boot, float(level)
+    return theta, boot, check_level(level)
 
 
 def difference_intervals(estimates, replicates, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +161,7 @@ def bootstrap_scores(
     FineGrainError
         When fewer than 2 models are given, their tasks differ, or a task's matrices do not pair.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
-        raise FineGrainError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    n_boot = check_count(n_boot, "n_boot", 100)
     models = list(correct)
     if len(models) < 2:
         raise FineGrainError(f"ranking needs at least 2 models, got {models}")
