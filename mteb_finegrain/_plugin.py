@@ -218,6 +218,20 @@ def _check_task_names(argv: list[str]) -> None:
         raise FineGrainError(unknown_tasks_message(unknown))
 
 
+def require_tasks(tasks: list[str]) -> None:
+    """Register the FineGrainHidden tasks, then check that every name in ``tasks`` is one of them.
+
+    Raises
+    ------
+    FineGrainError
+        Naming the unknown tasks and those available, before any model is loaded.
+    """
+    known = register_tasks()
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise FineGrainError(unknown_tasks_message(unknown))
+
+
 def unknown_tasks_message(unknown: list[str]) -> str:
     """``unknown task(s) ...; available: ...``, plus why a skipped card's task is missing."""
     message = f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(_registered))}"

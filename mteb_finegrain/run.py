@@ -77,13 +77,9 @@ def run_tasks(model: str, tasks: list[str], options: RunOptions, *, model_name: 
     """
     import mteb
 
-    import mteb_finegrain  # noqa: F401  (registers the tasks)
-    from mteb_finegrain._plugin import register_tasks, unknown_tasks_message
+    from mteb_finegrain._plugin import require_tasks
 
-    known = register_tasks()
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise FineGrainError(unknown_tasks_message(unknown))
+    require_tasks(tasks)
     if options.quiet:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")

@@ -133,15 +133,11 @@ def run_sweep(specs: list[ModelSpec], tasks: list[str], options: RunOptions, res
     """
     resources = resources or SweepResources()
     ray = import_ray()  # first: without Ray, nothing else is worth doing
-    import mteb  # noqa: F401  (before register_tasks: importing mteb is what registers them)
+    import mteb  # noqa: F401  (before require_tasks: importing mteb is what registers the tasks)
 
-    import mteb_finegrain  # noqa: F401
-    from mteb_finegrain._plugin import register_tasks, unknown_tasks_message
+    from mteb_finegrain._plugin import require_tasks
 
-    known = register_tasks()
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise FineGrainError(unknown_tasks_message(unknown))
+    require_tasks(tasks)
     from tqdm.auto import tqdm
 
     located: list[ModelSpec | FineGrainError] = []
