@@ -133,7 +133,7 @@ def local_model_meta(path: str | os.PathLike, revision: str | None = None, name:
     cache snapshot folder declares, ``local/<model card title>``. The revision likewise:
     ``revision``, the snapshot's commit, a hash of the files.
     """
-    from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+    from mteb.models import ModelMeta
 
     folder = Path(path).resolve()
     snapshot = hub_snapshot_identity(folder)
@@ -218,8 +218,13 @@ def _check_task_names(argv: list[str]) -> None:
         raise FineGrainError(unknown_tasks_message(unknown))
 
 
-def require_tasks(tasks: list[str]) -> None:
+def require_tasks(tasks: list[str]) -> dict[str, type]:
     """Register the FineGrainHidden tasks, then check that every name in ``tasks`` is one of them.
+
+    Returns
+    -------
+    dict
+        Every registered task name and its class (``register_tasks()``).
 
     Raises
     ------
@@ -230,6 +235,7 @@ def require_tasks(tasks: list[str]) -> None:
     unknown = [t for t in tasks if t not in known]
     if unknown:
         raise FineGrainError(unknown_tasks_message(unknown))
+    return known
 
 
 def unknown_tasks_message(unknown: list[str]) -> str:

@@ -79,7 +79,7 @@ def run_tasks(model: str, tasks: list[str], options: RunOptions, *, model_name: 
 
     from mteb_finegrain._plugin import require_tasks
 
-    require_tasks(tasks)
+    known = require_tasks(tasks)
     if options.quiet:
         logging.getLogger("mteb").setLevel(logging.ERROR)
         os.environ.setdefault("TQDM_DISABLE", "1")

@@ -137,7 +137,7 @@ def run_sweep(specs: list[ModelSpec], tasks: list[str], options: RunOptions, res
 
     from mteb_finegrain._plugin import require_tasks
 
-    require_tasks(tasks)
+    known = require_tasks(tasks)
     from tqdm.auto import tqdm
 
     located: list[ModelSpec | FineGrainError] = []
