@@ -139,6 +139,19 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"{path.parent}: cannot create a temporary file beside {path.name}")
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
+    """A temporary file beside ``path`` (its open descriptor and name) that replaces ``path`` when
+    the ``with`` block completes, and is removed when the block fails or is interrupted."""
+    handle, tmp = _temporary_beside(path)
+    try:
+        yield handle, tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` atomically: ``write(out)`` fills a temporary file beside it, which then replaces it.
 
@@ -151,28 +164,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     write : callable
         Called with the temporary file opened for binary writing.
     """
-    path = Path(path)
-    handle, tmp = _temporary_beside(path)
-    try:
+    with _replacing(Path(path)) as (handle, _):
         with os.fdopen(handle, "wb") as out:
             write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
     """Like ``atomic_write`` for a writer that takes a file name: ``save(tmp)`` writes the temporary file."""
-    path = Path(path)
-    handle, tmp = _temporary_beside(path)
-    os.close(handle)
-    try:
+    with _replacing(Path(path)) as (handle, tmp):
+        os.close(handle)
         save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
