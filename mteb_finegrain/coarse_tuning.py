@@ -211,8 +211,6 @@ def coarse_tuned_encoder(encoder: LayerEncoder, split: LabelledSplit, *, card: T
     protocol : Protocol
     show_progress_bar : bool, default=True
     """
-    from sentence_transformers import SentenceTransformer
-
     level = protocol.train_level_name(card.level_names)
     labels = split.levels[card.level_names.index(level)]
     key = stage_checkpoint_key(encoder, split, card, protocol, prompt)

@@ -199,7 +199,6 @@ def valid_submission(tmp_path_factory):
 @given(changes=edits, meta_changes=meta_edits)
 def test_fuzz_result_files_and_submissions(tmp_path_factory, monkeypatch_module, valid_submission, changes, meta_changes):
     from mteb_finegrain.leaderboard import add_submission, build_leaderboard
-    from mteb_finegrain.leaderboard.validate import DataHashes
     from mteb_finegrain.report import format_table, json_records
     from mteb_finegrain.results import load_results
 

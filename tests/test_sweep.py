@@ -7,7 +7,6 @@ also starts the command as a user does, with its own Ray. About a minute and a h
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
