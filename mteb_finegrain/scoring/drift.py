@@ -161,9 +161,7 @@ def permutation_baseline(x, y, seed: int, *, l2_normalize: bool = True) -> float
         As :func:`debiased_linear_cka`.
     """
     _check_same_texts(x, y)
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise FineGrainError(f"y must be a 2-D array (n_texts, dim), got shape {y.shape}")
+    y = real_matrix(y, "y")
     shuffled = y[np.random.default_rng(seed).permutation(y.shape[0])]
     return debiased_linear_cka(x, shuffled, l2_normalize=l2_normalize)
 
