@@ -86,17 +86,8 @@ def _positive(kind):
 
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``sweep`` subcommand (the protocol options of ``run`` included).
-
-    Parameters
-    ----------
-    subparsers
-        The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
+    """Add the ``sweep`` subcommand (the protocol options of ``run`` included) to ``subparsers``
+    (what ``ArgumentParser.add_subparsers()`` returns); return the ``sweep`` parser."""
     from mteb_finegrain.leaderboard.store import DEFAULT_LEADERBOARD_DIR
 
     sweep = subparsers.add_parser(

@@ -302,14 +302,8 @@ def paired_interval(
     correct_a, correct_b : array-like of shape (S, n)
         Correctness matrices of models a and b, row ``s`` and column ``i`` being the same
         support set and item in both.
-    method : {"anova", "bootstrap"}, default "anova"
+    method, level, n_boot, seed
         As in ``probe_interval``.
-    level : float, default 0.95
-        Confidence level.
-    n_boot : int, default 2000
-        Bootstrap replicates (``method="bootstrap"`` only).
-    seed : int, default 0
-        Seed of the bootstrap draws (``method="bootstrap"`` only).
 
     Returns
     -------
