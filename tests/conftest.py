@@ -49,7 +49,7 @@ splits:
 """
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_sessionfinish():
     """Stop the scoring worker processes the tests started: none outlives the test run."""
     from mteb_finegrain.scoring.workers import shutdown_scoring_workers
 
