@@ -9,7 +9,15 @@ import pytest
 from scipy.special import expit
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.uncertainty.ranks import RankInterval, bootstrap_scores, difference_intervals, format_rank, rank_intervals
+from mteb_finegrain.uncertainty.evidence import runs_interval
+from mteb_finegrain.uncertainty.ranks import (
+    RankInterval,
+    bootstrap_scores,
+    difference_intervals,
+    format_rank,
+    main_score_interval,
+    rank_intervals,
+)
 
 SEEDS = 5
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(101)
@@ -85,6 +93,50 @@ def test_rank_intervals_cover_the_true_ranks_simultaneously():
     assert single / replications > 0.5  # not covering by giving every model every rank
 
 
+def test_run_variance_enters_each_replicate():
+    correct = _board(np.random.default_rng(8), [1.0, 0.0])
+    plain = bootstrap_scores(correct, n_boot=4000, seed=9)
+    zero = bootstrap_scores(correct, n_boot=4000, seed=9, run_variance={"model0": {"500 items": 0.0}, "model1": {}})
+    np.testing.assert_array_equal(plain[2], zero[2])  # nothing to add: the same replicates
+    variance = {"model0": {"500 items": 0.02**2, "1500 items": 0.01**2}}  # model1: pretrained only
+    _, estimates, replicates = bootstrap_scores(correct, n_boot=4000, seed=9, run_variance=variance)
+    np.testing.assert_array_equal(estimates, plain[1])  # the point estimates do not move
+    # The mean over 2 tasks gains (0.02^2 + 0.01^2) / 4 of variance; model1's spread is unchanged.
+    added = replicates[:, 0].var() - plain[2][:, 0].var()
+    assert added == pytest.approx((0.02**2 + 0.01**2) / 4, rel=0.15)
+    assert replicates[:, 1].var() == pytest.approx(plain[2][:, 1].var(), rel=0.1)
+
+
+def test_run_variance_turns_a_settled_order_into_a_tie():
+    correct = _board(np.random.default_rng(10), [0.6, 0.0, -2.0])
+    _, estimates, replicates = bootstrap_scores(correct, n_boot=2000, seed=11)
+    assert [str(r) for r in rank_intervals(estimates, replicates)] == ["1", "2", "3"]
+    noisy = {"model0": {task: 0.05**2 for task in correct["model0"]}}  # coarse-training runs disagree a lot
+    _, estimates, replicates = bootstrap_scores(correct, n_boot=2000, seed=11, run_variance=noisy)
+    assert [str(r) for r in rank_intervals(estimates, replicates)] == ["1\u20132", "1\u20132", "3"]
+
+
+def test_main_score_interval_of_one_task_is_its_stored_interval():
+    rng = np.random.default_rng(12)
+    runs = [rng.random((SEEDS, 300)) < p for p in (0.6, 0.64, 0.62)]
+    found = runs_interval(runs)
+    assert main_score_interval([found.matrix], [(found.runs_std, found.n_runs)]) == pytest.approx(found.ci95, abs=1e-12)
+    pretrained = runs_interval(runs[:1])
+    assert main_score_interval([pretrained.matrix]) == pytest.approx(pretrained.ci95, abs=1e-12)
+
+
+def test_main_score_interval_over_tasks_adds_the_tasks_variances():
+    correct = _board(np.random.default_rng(13), [0.5])["model0"]
+    matrices = list(correct.values())
+    low, high = main_score_interval(matrices)
+    assert low < np.mean([m.mean() for m in matrices]) < high
+    halves = [(h - l) / 2 for l, h in (main_score_interval([m]) for m in matrices)]
+    # Independent tasks: the mean's half-width is about sqrt(sum of squared half-widths) / T.
+    assert (high - low) / 2 == pytest.approx(math.sqrt(sum(h * h for h in halves)) / len(halves), rel=0.05)
+    wider = main_score_interval(matrices, [(0.03, 3), (None, 1)])
+    assert wider[1] - wider[0] > high - low
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -97,6 +149,10 @@ def test_rank_intervals_cover_the_true_ranks_simultaneously():
         (lambda: bootstrap_scores({"a": {"t": np.ones((5, 4))}, "b": {"u": np.ones((5, 4))}}), r"'b' is scored on tasks \['u'\]"),
         (lambda: bootstrap_scores({"a": {"t": np.ones((5, 4))}, "b": {"t": np.ones((5, 3))}}), r"t: b's matrix has shape \(5, 3\)"),
         (lambda: bootstrap_scores({"a": {"t": np.ones((5, 4))}, "b": {"t": np.ones((5, 4))}}, n_boot=10), "n_boot must be"),
+        (lambda: bootstrap_scores({"a": {"t": np.ones((5, 4))}, "b": {"t": np.ones((5, 4))}}, run_variance={"a": {"t": -1.0}}),
+         r"run_variance of 'a' on 't' must be a finite number >= 0, got -1.0"),
+        (lambda: main_score_interval([]), "at least one task"),
+        (lambda: main_score_interval([np.ones((5, 4))], [(0.1, 3), (0.1, 3)]), "2 entries for 1 tasks"),
     ],
 )
 def test_errors_name_the_offending_value(call, message):
