@@ -78,10 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
 
-    report = sub.add_parser("report", help="print results as a layer table, JSON records or a plot")
+    report = sub.add_parser("report", help="print results as a layer table with intervals, JSON records or a plot")
     report.add_argument("results_dir", help="an mteb --output-folder")
-    report.add_argument("--json", action="store_true", help="one flat JSON list of records")
-    report.add_argument("--plot", metavar="PNG", help="also draw layer curves to this file")
+    report.add_argument(
+        "--json", action="store_true",
+        help="one flat JSON list: the records (with ci95 / runs_std where recorded), coarse_tuning_effect rows and representation rows",
+    )
+    report.add_argument("--plot", metavar="PNG", help="also draw layer curves (probe 95%% bands), CKA drift and layer x layer CKA to this file")
     report.set_defaults(func=_report)
 
     cache = sub.add_parser("cache", help="show the size of, or clear, the embedding and checkpoint caches")
