@@ -15,6 +15,7 @@ from leaderboard_fixtures import XSS_NAME, edit_results, fake_hash, tree_digest,
 from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.protocol import PROTOCOL_VERSION
 from mteb_finegrain.leaderboard import add_submission, build_leaderboard, cite_model
+from mteb_finegrain.leaderboard.build import CSV_COLUMNS
 from mteb_finegrain.leaderboard.cli import main as leaderboard_main
 from mteb_finegrain.leaderboard.html import json_for_script
 
@@ -214,11 +215,11 @@ def test_build_is_deterministic_and_escapes_names(tmp_path, board):
     assert "\\u003cimg src=x onerror=alert(1)\\u003e" in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
-    rows = list(csv.DictReader(io.StringIO(first["leaderboard.csv"].decode())))
-    assert list(rows[0]) == ["model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std"]
+    rows = [r for r in csv.DictReader(io.StringIO(first["leaderboard.csv"].decode())) if r["metric"] != "main_score"]
+    assert list(rows[0])[:11] == ["model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std"]
     keys = {(r["model"], r["task"], r["subset"], r["stage"], r["level"], r["layer"], r["metric"], r["shots"]) for r in rows}
-    # per stage and layer: coarse level 4 clustering scores, fine level 5 (with within-parent), 2 probe metrics x 5 shots per level
-    assert len(keys) == len(rows) == (2 * 13 * 2 + 2 * 7 * 2 + 7 * 2) * (4 + 5 + 2 * 2 * 5)
+    # per stage and layer: coarse level 4 clustering scores, fine level 6 (with within-parent V-measure and AMI), 2 probe metrics x 5 shots per level
+    assert len(keys) == len(rows) == (2 * 13 * 2 + 2 * 7 * 2 + 7 * 2) * (4 + 6 + 2 * 2 * 5)
     assert {r["model"] for r in rows} == {XSS_NAME, "org/model-a", "solo/trec-only"}
 
 
@@ -232,7 +233,7 @@ def test_empty_leaderboard_builds(board):
     build_leaderboard(board)
     readme = (board / "README.md").read_text()
     assert "No entries yet" in readme and "## How to cite" in readme
-    assert (board / "leaderboard.csv").read_text() == "model,revision,task,subset,stage,level,layer,metric,shots,value,std\n"
+    assert (board / "leaderboard.csv").read_text() == ",".join(CSV_COLUMNS) + "\n"
 
 
 def test_committed_leaderboard_files_are_up_to_date(tmp_path):
@@ -310,7 +311,7 @@ def test_model_without_hidden_states_is_accepted_with_the_pretrained_stage_only(
     row = next(line for line in readme.splitlines() if "org/control" in line)
     assert "| final only |" in row and row.endswith("| -1 / -1 | n/a ² |")
     assert "² No hidden states" in readme
-    rows = [r for r in csv.DictReader(io.StringIO((board / "leaderboard.csv").read_text())) if r["model"] == "org/control"]
+    rows = [r for r in csv.DictReader(io.StringIO((board / "leaderboard.csv").read_text())) if r["model"] == "org/control" and r["metric"] != "main_score"]
     assert {(r["stage"], r["layer"]) for r in rows} == {("pretrained", "-1")}
     assert cite_model(board, "org/control").startswith("org/control (rev rev-a): FineGrainHidden main score 0.")
 

@@ -6,6 +6,13 @@ every score in range, and the selected layer and main score agreeing with the re
 without hidden states (a non-neural control, an API model) has one "layer", ``-1`` (its final
 embedding), and only the ``pretrained`` stage: there is nothing to fine-tune on coarse labels,
 so its main score is the pretrained stage's.
+
+Since protocol 4.0 a result also carries its evidence: every probe seed's predictions on the
+evaluation items (``predictions``), from which every probe accuracy's 95% interval (``ci95``)
+is recomputed here (:func:`mteb_finegrain.uncertainty.evidence.check_intervals`); the
+coarse-training runs, the layer choice with the scoring seeds, and per-layer label-free signals
+and drift (``representation``) are checked for presence, shape, range and agreement with the
+records and predictions (:mod:`mteb_finegrain.leaderboard.evidence_rules`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pydantic import ValidationError
 from mteb_finegrain.cards import TaskCard, discover_cards
 from mteb_finegrain.data import data_dir, has_packaged_data, load_card_data
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.leaderboard.evidence_rules import check_evidence, is_finite, is_interval
 from mteb_finegrain.protocol import (
     CLUSTERING_METRICS,
     KNOWN_METRICS,
@@ -32,8 +40,8 @@ from mteb_finegrain.protocol import (
 from mteb_finegrain.results import TASK_PREFIX
 from mteb_finegrain.schema import MAX_PROBLEMS, Record, SubsetScores, describe_errors
 
-# ARI is chance-corrected and may go below zero; every other score is a share in [0, 1].
-SIGNED_METRICS = ("ari",)
+# ARI and AMI are chance-corrected and may go below zero; every other score is a share in [0, 1].
+SIGNED_METRICS = ("ari", "ami", "within_coarse_ami")
 # Settings that do not change the scores (encode batch size) or only add optional metrics.
 _SETTINGS_NOT_COMPARED = ("batch_size", "fewshot", "setfit")
 _HASH_RE = re.compile(r"^(sha256:[0-9a-f]{64}|hub:[^@\s]+@\S+)$")
@@ -67,7 +75,7 @@ def known_cards() -> dict[str, TaskCard]:
 
 def _in_range(value, metric: str | None = None) -> bool:
     low = -1.0 if metric in SIGNED_METRICS else 0.0
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= 1.0
+    return is_finite(value) and low <= value <= 1.0
 
 
 def required_stages(hidden_states: bool) -> tuple[str, ...]:
@@ -121,9 +129,12 @@ def check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHash
     if model.hidden_states and model.pooling is not None and settings.pooling != "model" and model.pooling != settings.pooling:
         problems.append(f"{where}: model.pooling {model.pooling!r} contradicts settings.pooling {settings.pooling!r}")
     levels = card.level_names if card is not None else None
-    record_problems, values = _check_records(parsed.records, layers, settings.shots, where, stages, levels)
+    n_runs = len(scores["settings"].get("coarse_seed_list") or []) if model.hidden_states else 1
+    record_problems, values = _check_records(parsed.records, layers, settings.shots, where, stages, levels, n_runs)
     problems.extend(record_problems)
-    problems.extend(_check_selection(parsed, layers, values, settings.main_shots, where, main_stage=stages[-1], finest=(levels or ["fine"])[-1]))
+    finest = (levels or ["fine"])[-1]
+    problems.extend(_check_selection(parsed, layers, values, settings.main_shots, where, main_stage=stages[-1], finest=finest))
+    problems.extend(check_evidence(scores, parsed, layers, stages, finest, where))
     return problems, parsed
 
 
@@ -144,15 +155,21 @@ def _check_settings(settings: dict, where: str, hidden_states: bool = True) -> l
     return problems
 
 
-def _check_records(records: list[Record], layers: list[int], shots: list[int], where: str, stages: tuple[str, ...] = STAGES, levels: list[str] | None = None) -> tuple[list[str], dict]:
+def _check_records(
+    records: list[Record], layers: list[int], shots: list[int], where: str, stages: tuple[str, ...] = STAGES,
+    levels: list[str] | None = None, n_runs: int = 1,
+) -> tuple[list[str], dict]:
     """Problems with the records, and ``(stage, level, layer, metric, shots) -> value`` of the good ones.
 
     ``stages`` are the stages that must be present (see :func:`required_stages`); records of any
     other stage are rejected. ``levels`` are the card's levels, coarsest first: every level needs
-    every clustering and probe score, and within-parent V-measure except at the coarsest.
+    every clustering and probe score, and within-parent V-measure and AMI except at the coarsest.
+    Every probe_accuracy record needs its ``ci95``; with ``n_runs >= 2`` coarse-training runs,
+    every coarse_tuned record its ``runs_std``.
     """
     levels = levels or ["coarse", "fine"]
     problems, seen = [], {}
+    lacking: dict[str, list[str]] = {"ci95": [], "runs_std": []}
     for i, record in enumerate(records):
         stage, level, layer, metric, n = key = record.key
         label = f"{where}: record {i} ({stage}, level {level}, layer {layer}, {metric}" + (f", {n} shots)" if n is not None else ")")
@@ -174,7 +191,12 @@ def _check_records(records: list[Record], layers: list[int], shots: list[int], w
                 problems.append(f"{label}: value {record.value!r} is out of range {bounds}")
             if not (math.isfinite(record.std) and record.std >= 0):
                 problems.append(f"{label}: std {record.std!r} must be a number >= 0")
+            problems.extend(_check_uncertainty(record, label, n_runs, lacking))
             seen[key] = record.value
+    for name, labels in lacking.items():
+        if labels:
+            more = f" (and {len(labels) - 1} more record(s) of the kind)" if len(labels) > 1 else ""
+            problems.append(f"{labels[0]}: {_LACKS[name]}{more}")
     expected = [
         (level, m, None) for depth, level in enumerate(levels) for m in CLUSTERING_METRICS + (WITHIN_PARENT_METRICS if depth > 0 else ())
     ] + [(level, m, n) for level in levels for n in shots for m in PROBE_METRICS]
@@ -190,6 +212,32 @@ def _check_records(records: list[Record], layers: list[int], shots: list[int], w
                 shown = ", ".join(f"{lv}:{m}" if n is None else f"{lv}:{m}@{n}" for lv, m, n in missing)
                 problems.append(f"{where}: stage {stage}, layer {layer} lacks metric(s) {shown}")
     return problems, seen
+
+
+_LACKS = {
+    "ci95": f"ci95 is missing (protocol {PROTOCOL_VERSION} gives every probe_accuracy record its 95% interval [low, high])",
+    "runs_std": "runs_std is missing (the spread over the coarse-training runs of every coarse_tuned record)",
+}
+
+
+def _check_uncertainty(record: Record, label: str, n_runs: int, lacking: dict[str, list[str]]) -> list[str]:
+    """A record's ``ci95`` and ``runs_std``: present where due (a missing one is added to ``lacking``), in range."""
+    problems = []
+    if record.metric == "probe_accuracy":
+        if record.ci95 is None:
+            lacking["ci95"].append(label)
+        elif not is_interval(record.ci95, record.value):
+            problems.append(f"{label}: ci95 {record.ci95!r} must be [low, high] with 0 <= low <= value {record.value!r} <= high <= 1")
+    elif record.ci95 is not None and record.metric in CLUSTERING_METRICS + WITHIN_PARENT_METRICS:
+        problems.append(f"{label}: has a ci95, but a clustering score has no interval (its std is the spread over k-means seeds)")
+    if record.stage == "coarse_tuned" and n_runs >= 2:
+        if record.runs_std is None:
+            lacking["runs_std"].append(label)
+        elif not (is_finite(record.runs_std) and record.runs_std >= 0):
+            problems.append(f"{label}: runs_std {record.runs_std!r} must be a number >= 0")
+    elif record.stage != "coarse_tuned" and record.runs_std is not None:
+        problems.append(f"{label}: has a runs_std, but the {record.stage} stage has no coarse-training runs")
+    return problems
 
 
 def _check_data_hash(value: str, card: TaskCard, hashes: DataHashes, where: str) -> list[str]:
