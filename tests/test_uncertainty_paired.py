@@ -144,3 +144,82 @@ def test_compare_errors_name_the_offending_value(kwargs, message):
     b = kwargs.pop("b", {"t": np.zeros((5, 4))})
     with pytest.raises(FineGrainError, match=message):
         compare(a, b, **kwargs)
+
+
+# -- coarse-training runs: each model's run variance joins the task's terms -------------------------
+
+
+def _with_runs(rng, run_sd, runs=3, sizes=((300, 30), (600, 60))):
+    """Two equally good models, each scored as the mean over ``runs`` coarse-training runs that shift every cell."""
+    a, b, runs_a, runs_b = {}, {}, {}, {}
+    for n, classes in sizes:
+        shared = 1.0 + rng.normal(0, 1.5, n)[None, :] + rng.normal(0, 0.2, (SEEDS, classes))[:, np.arange(n) % classes]
+        for out, spread in ((a, runs_a), (b, runs_b)):
+            own = shared + rng.normal(0, 0.5, n)[None, :] + rng.normal(0, 0.1, SEEDS)[:, None]
+            matrices = [rng.random((SEEDS, n)) < expit(own + rng.normal(0, run_sd)) for _ in range(runs)]
+            out[f"{n} items"] = np.mean(matrices, axis=0)
+            spread[f"{n} items"] = (float(np.std([m.mean() for m in matrices], ddof=1)), runs)
+    return a, b, runs_a, runs_b
+
+
+def test_run_terms_are_added_per_model_with_their_degrees_of_freedom():
+    a, b, runs_a, runs_b = _with_runs(np.random.default_rng(7), run_sd=0.2)
+    result = compare(a, b, runs_a=runs_a, runs_b=runs_b)
+    terms = []
+    for task in a:
+        task_terms = two_way_anova(a[task] - b[task]).satterthwaite_terms()
+        task_terms += [(runs_a[task][0] ** 2 / 3, 2), (runs_b[task][0] ** 2 / 3, 2)]
+        terms += [(term / 4, df) for term, df in task_terms]
+        variance = sum(term for term, _ in task_terms)
+        df = variance**2 / sum(term**2 / df for term, df in task_terms)
+        half = stats.t.ppf(0.975, df) * math.sqrt(variance)
+        own = next(t for t in result.tasks if t.task == task)
+        assert own.ci95 == pytest.approx((own.difference - half, own.difference + half))
+    variance = sum(term for term, _ in terms)
+    df = variance**2 / sum(term**2 / df for term, df in terms)
+    half = stats.t.ppf(0.975, df) * math.sqrt(variance)
+    assert result.ci95 == pytest.approx((result.mean_difference - half, result.mean_difference + half))
+    wider = compare(a, b).ci95
+    assert result.ci95[1] - result.ci95[0] > wider[1] - wider[0]
+
+
+def test_no_runs_is_the_comparison_without_them():
+    a, b, runs_a, _ = _with_runs(np.random.default_rng(8), run_sd=0.2)
+    plain = compare(a, b)
+    pretrained = {task: (None, 1) for task in a} | {next(iter(a)): (0.05, 1)}  # one run: no spread to add
+    assert compare(a, b, runs_a=pretrained, runs_b={}) == plain
+    assert compare(a, b, runs_a=runs_a) != plain
+    identical = compare(a, a, runs_a=runs_a, runs_b=runs_a)
+    assert identical.mean_difference == 0.0 and identical.ci95[0] < 0 < identical.ci95[1] and identical.p_value == 1.0
+
+
+def test_with_run_terms_the_test_holds_its_level():
+    """Equally good models, run-to-run shifts: near 5% rejections with the run terms, far more without."""
+    rng = np.random.default_rng(9)
+    with_runs = without = 0
+    for _ in range(200):
+        a, b, runs_a, runs_b = _with_runs(rng, run_sd=0.12)
+        with_runs += compare(a, b, runs_a=runs_a, runs_b=runs_b).p_value < 0.05
+        without += compare(a, b).p_value < 0.05
+    assert 0.01 <= with_runs / 200 <= 0.09 and without / 200 > 0.1
+
+
+def test_bootstrap_adds_the_run_variance_as_noise():
+    a, b, runs_a, runs_b = _with_runs(np.random.default_rng(10), run_sd=0.3, sizes=((300, 30),))
+    plain = compare(a, b, method="bootstrap", seed=1).ci95
+    noisy = compare(a, b, runs_a=runs_a, runs_b=runs_b, method="bootstrap", seed=1).ci95
+    assert noisy[1] - noisy[0] > plain[1] - plain[0]
+
+
+@pytest.mark.parametrize(
+    ("runs_a", "message"),
+    [
+        ({"other": (0.01, 3)}, r"runs_a names task\(s\) \['other'\] that are not compared"),
+        ({"t": (-0.01, 3)}, "runs_std must be a finite number >= 0 or None, got -0.01"),
+        ({"t": (0.01, 0)}, "n_runs must be an integer >= 1, got 0"),
+        ({"t": 0.01}, r"runs_a\['t'\] must be \(runs_std, n_runs\), got 0.01"),
+    ],
+)
+def test_bad_runs_are_named(runs_a, message):
+    with pytest.raises(FineGrainError, match=message):
+        compare({"t": np.ones((5, 4))}, {"t": np.zeros((5, 4))}, runs_a=runs_a)

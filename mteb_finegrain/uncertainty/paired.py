@@ -13,6 +13,12 @@ the tasks. Two ways, both on the per-task difference matrices ``a - b``:
   the same indices for both models, tasks independently; the percentile interval and its
   inversion as p-value.
 
+A model scored as the mean over several coarse-training runs (its matrix averaged over runs)
+also varies with the runs, which no cell of the matrix shows: per task and model,
+``runs_std**2 / n_runs`` (``n_runs - 1`` degrees of freedom) is added, for each model, to the
+task's Satterthwaite terms (with the bootstrap, as normal noise on each replicate). The two
+models' runs are independent, so both terms add to the difference's variance.
+
 The default is chosen on a coverage simulation: four tasks (500 to 4,500 items, 28 to 150
 classes, 5 seeds), two models sharing item difficulty and support-set luck, each with its own
 item and support-set effects; 300 replications, B = 1,000. Coverage of the 95% interval for the
@@ -215,10 +221,55 @@ def task_differences(correct_a: Mapping[str, object], correct_b: Mapping[str, ob
     return out
 
 
+def runs_terms(runs_std: float | None, n_runs: int) -> list[tuple[float, float]]:
+    """The Satterthwaite term of a score averaged over coarse-training runs.
+
+    Parameters
+    ----------
+    runs_std : float or None
+        Standard deviation (ddof=1) of the score over the runs; None without runs (pretrained).
+    n_runs : int
+        How many runs the score averages.
+
+    Returns
+    -------
+    list of (float, float)
+        ``[(runs_std**2 / n_runs, n_runs - 1)]``, or ``[]`` when there is a single run or no spread.
+
+    Raises
+    ------
+    FineGrainError
+        When ``runs_std`` is not a finite number >= 0 (or None), or ``n_runs`` not an integer >= 1.
+    """
+    if runs_std is not None and (isinstance(runs_std, bool) or not isinstance(runs_std, (int, float, np.floating)) or not math.isfinite(runs_std) or runs_std < 0):
+        raise FineGrainError(f"runs_std must be a finite number >= 0 or None, got {runs_std!r}")
+    check_count(n_runs, "n_runs", 1)
+    if not runs_std or n_runs < 2:
+        return []
+    return [(float(runs_std) ** 2 / n_runs, float(n_runs - 1))]
+
+
+def _runs_by_task(tasks, runs_a, runs_b) -> dict[str, list[tuple[float, float]]]:
+    """Per task the run terms of both models (empty where a model has no runs)."""
+    out = {task: [] for task in tasks}
+    for name, runs in (("runs_a", runs_a), ("runs_b", runs_b)):
+        runs = runs or {}
+        unknown = sorted(set(runs) - set(out))
+        if unknown:
+            raise FineGrainError(f"{name} names task(s) {unknown} that are not compared")
+        for task, spread in runs.items():
+            if not (isinstance(spread, (tuple, list)) and len(spread) == 2):
+                raise FineGrainError(f"{name}[{task!r}] must be (runs_std, n_runs), got {spread!r}")
+            out[task] += runs_terms(*spread)
+    return out
+
+
 def compare(
     correct_a: Mapping[str, object],
     correct_b: Mapping[str, object],
     *,
+    runs_a: Mapping[str, tuple[float | None, int]] | None = None,
+    runs_b: Mapping[str, tuple[float | None, int]] | None = None,
     method: Method = "anova",
     n_boot: int = MIN_BOOT,
     seed: int = 0,
@@ -228,7 +279,13 @@ def compare(
     Parameters
     ----------
     correct_a, correct_b : mapping of str to array-like of shape (S, n)
-        Per task, each model's correctness matrix on the same items and seeds.
+        Per task, each model's correctness matrix on the same items and seeds (averaged over
+        coarse-training runs where the score is).
+    runs_a, runs_b : mapping of str to (float or None, int), optional
+        Per task, the model's ``(runs_std, n_runs)``: the spread of its score over the
+        coarse-training runs its matrix averages. ``runs_std**2 / n_runs`` (``n_runs - 1``
+        degrees of freedom) is added to the task's variance. A task left out, ``runs_std``
+        None or a single run adds nothing (a pretrained model has no run).
     method : {"anova", "bootstrap"}, default "anova"
         How the uncertainty is computed (see the module docstring for why "anova" is the default).
     n_boot : int, default 10000
@@ -245,18 +302,20 @@ def compare(
     Raises
     ------
     FineGrainError
-        When the matrices do not pair (see ``task_differences``), ``method`` is unknown, or
-        ``n_boot`` < 10,000 with the bootstrap.
+        When the matrices do not pair (see ``task_differences``), ``method`` is unknown,
+        ``n_boot`` < 10,000 with the bootstrap, or a runs entry is invalid or names a task that
+        is not compared.
     """
     if method not in ("anova", "bootstrap"):
         raise FineGrainError(f"method must be 'anova' or 'bootstrap', got {method!r}")
     if method == "bootstrap":
         n_boot = check_count(n_boot, "n_boot", MIN_BOOT)
     differences = task_differences(correct_a, correct_b)
+    extra = _runs_by_task(differences, runs_a, runs_b)
     if method == "anova":
-        per_task, mean_ci, mean_p = _by_components(differences)
+        per_task, mean_ci, mean_p = _by_components(differences, extra)
     else:
-        per_task, mean_ci, mean_p = _by_bootstrap(differences, int(n_boot), np.random.default_rng(seed))
+        per_task, mean_ci, mean_p = _by_bootstrap(differences, extra, int(n_boot), np.random.default_rng(seed))
     adjusted = holm([p for _, _, p in per_task])
     tasks = tuple(
         TaskDifference(task, difference, ci, p, float(adjusted[k]))
@@ -284,11 +343,11 @@ def _t_test(estimate: float, terms: list[tuple[float, float]]) -> tuple[tuple[fl
     return (estimate - half, estimate + half), float(2 * distribution.sf(abs(estimate) / se))
 
 
-def _by_components(differences: dict[str, np.ndarray]):
+def _by_components(differences: dict[str, np.ndarray], extra: dict[str, list[tuple[float, float]]]):
     per_task, mean_terms = [], []
-    for d in differences.values():
+    for task, d in differences.items():
         anova = two_way_anova(d)
-        terms = anova.satterthwaite_terms()
+        terms = anova.satterthwaite_terms() + extra[task]
         per_task.append((anova.mean, *_t_test(anova.mean, terms)))
         # tasks are independent samples: the mean's variance is the sum over tasks / T^2
         mean_terms += [(term / len(differences) ** 2, df) for term, df in terms]
@@ -296,9 +355,13 @@ def _by_components(differences: dict[str, np.ndarray]):
     return per_task, *_t_test(mean, mean_terms)
 
 
-def _by_bootstrap(differences: dict[str, np.ndarray], n_boot: int, rng: np.random.Generator):
+def _by_bootstrap(differences: dict[str, np.ndarray], extra: dict[str, list[tuple[float, float]]], n_boot: int, rng: np.random.Generator):
     # A difference matrix resampled is both models resampled with the same indices.
-    replicates = [joint_pigeonhole_means([d], n_boot=n_boot, rng=rng)[:, 0] for d in differences.values()]
+    replicates = []
+    for task, d in differences.items():
+        draws = joint_pigeonhole_means([d], n_boot=n_boot, rng=rng)[:, 0]
+        runs_variance = sum(term for term, _ in extra[task])
+        replicates.append(draws + rng.normal(0.0, math.sqrt(runs_variance), n_boot) if runs_variance > 0 else draws)
     per_task = [(float(d.mean()), _percentile(r), bootstrap_p_value(r)) for d, r in zip(differences.values(), replicates)]
     mean_replicates = np.mean(replicates, axis=0)
     return per_task, _percentile(mean_replicates), bootstrap_p_value(mean_replicates)
