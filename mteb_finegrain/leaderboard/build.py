@@ -20,7 +20,10 @@ from mteb_finegrain.protocol import STAGES
 from mteb_finegrain.results import load_results
 from mteb_finegrain.store import atomic_write_text
 
-CSV_COLUMNS = ("model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std")
+CSV_COLUMNS = ("model", "revision", "task", "subset", "stage", "level", "layer", "metric", "shots", "value", "std", "ci95_low", "ci95_high")
+# The CSV rows of the main scores: per task (metric "main_score") and the mean over tasks (task MEAN_TASK).
+MAIN_METRIC = "main_score"
+MEAN_TASK = "mean over tasks"
 OUTPUTS = ("README.md", "leaderboard.csv", "index.html")
 
 
@@ -46,6 +49,35 @@ def _md(text) -> str:
     return text
 
 
+def format_interval(value, interval, digits: int = 4) -> str:
+    """``0.7123 [0.6950, 0.7301]``; the value alone when there is no interval, an em dash when no value."""
+    if value is None:
+        return "—"
+    if not interval:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def _ranking_notes(summary: dict) -> list[str]:
+    """What the intervals and rank intervals mean, and why an entry has none."""
+    ranking = summary["ranking"]
+    lines = [
+        "",
+        f"Main score: mean over the model's tasks, with its {ranking['level']:.0%} interval (new evaluation items, new few-shot "
+        "support sets and, for coarse-tuned models, new coarse-training runs; variance components of the stored per-seed "
+        "predictions, tasks independent). Per task: the main score and its stored interval.",
+        "",
+        f"Rank interval: {_md(ranking['method'])}. \"2–3\": the model's rank among the {ranking['ranked']} ranked entries is "
+        "2 or 3, simultaneously for every model; one number: the rank is settled. Not percentiles of bootstrap ranks."
+        if ranking["ranked"] > 1 else
+        f"Rank interval: {_md(ranking['method'])}. Fewer than two entries have stored "
+        "predictions that pair: there is nothing to rank them against yet.",
+    ]
+    for item in ranking["unranked"]:
+        lines += ["", f"No rank interval for {_md(item['model'])}: {_md(item['reason'])}."]
+    return lines
+
+
 def render_readme(summary: dict) -> str:
     """The leaderboard's ``README.md``."""
     version, shots, tasks = summary["protocol_version"], summary["main_shots"], summary["tasks"]
@@ -56,7 +88,7 @@ def render_readme(summary: dict) -> str:
         "",
         f"How much fine-grained label information each hidden layer of an embedding model holds, before "
         f"and after fine-tuning on coarse labels. Protocol version **{version}**; only results of this "
-        f"protocol are accepted. Interactive view with layer-wise curves: [index.html](index.html); "
+        f"protocol are accepted. Interactive view with layer-wise curves and their intervals, drift from the pretrained model and label-free layer signals: [index.html](index.html); "
         f"every score: [leaderboard.csv](leaderboard.csv).",
         "",
         f"**Main score** of a task: {_md(summary['main_score_definition'])}. The leaderboard's main score "
@@ -68,22 +100,24 @@ def render_readme(summary: dict) -> str:
     if not summary["models"]:
         lines += ["No entries yet. Add the first one as described below.", ""]
     else:
-        header = ["Rank", "Model", "Revision", "Parameters", "Layers", "Main score", *tasks,
+        header = ["Rank", "Model", "Revision", "Parameters", "Layers", "Main score", "Rank interval", *tasks,
                   f"Best layer ({' / '.join(tasks)})", f"Coarse-tuned − pretrained ({shots}-shot probe)"]
-        lines += ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join(["---:", "---", "---", "---:", "---:", "---:"] + ["---:"] * (len(tasks) + 2)) + "|"]
+        align = ["---:", "---", "---", "---:", "---:", "---:", ":---:"] + ["---:"] * (len(tasks) + 2)
+        lines += ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join(align) + "|"]
         for rank, model in enumerate(summary["models"], start=1):
-            per_task = [f"{model['tasks'][t]['main']:.3f}" if t in model["tasks"] else "—" for t in tasks]
+            per_task = [format_interval(model["tasks"][t]["main"], model["tasks"][t]["main_ci95"]) if t in model["tasks"] else "—" for t in tasks]
             best = " / ".join(str(model["tasks"][t]["best_layer"]) if t in model["tasks"] else "—" for t in tasks)
             partial = ("" if len(model["tasks"]) == len(tasks) else " ¹") + ("" if model["protocol_version"] == version else " ³")
             cells = [str(rank), _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
-                     format_layers(model["layers"]), f"{model['main']:.3f}{partial}", *per_task, best,
-                     "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
+                     format_layers(model["layers"]), format_interval(model["main"], model["main_ci95"]) + partial,
+                     model["rank_text"], *per_task, best, "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
             f"Best layer: the layer chosen on the validation split (coarse-tuned stage). Coarse-tuned − pretrained: "
             f"{shots}-shot probe accuracy of each stage at its own selected layer, mean over tasks.",
         ]
+        lines += _ranking_notes(summary)
         if any(len(m["tasks"]) != len(tasks) for m in summary["models"]):
             lines += ["", "¹ Mean over the tasks the model was run on (not all tasks): not directly comparable."]
         if any(m["protocol_version"] != version for m in summary["models"]):
@@ -120,20 +154,46 @@ def render_readme(summary: dict) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def render_csv(leaderboard_dir: str | Path) -> str:
-    """Every record of every entry, one row per (model, task, subset, stage, level, layer, metric, shots)."""
+def _csv_number(value) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def render_csv(leaderboard_dir: str | Path, summary: dict | None = None) -> str:
+    """Every record of every entry, and the main scores, one row per (model, task, subset, stage, level, layer, metric, shots).
+
+    ``ci95_low`` and ``ci95_high`` hold a record's stored 95% interval (probe_accuracy records of
+    protocol 4.0) and empty cells where it has none. Rows with metric ``main_score``: each task's
+    main score (at its stage, finest level, selected layer and main shot count, with
+    ``main_score_ci95``), and per model the mean over tasks (task ``mean over tasks``) with the
+    interval of ``summary`` (:func:`~mteb_finegrain.leaderboard.summary.summarize`, computed
+    when not given).
+    """
+    summary = summary if summary is not None else summarize(leaderboard_dir)
     rows = []
     for entry in entries(leaderboard_dir):
         for result in load_results(entry.path):
-            for record in result.records():
-                rows.append({**record, "model": entry.model, "revision": entry.revision})
+            scores, base = result.parsed, {"model": entry.model, "revision": entry.revision, "task": result.task, "subset": result.subset}
+            for record in scores.records:
+                ci95 = record.ci95 if record.ci95 and len(record.ci95) == 2 else (None, None)
+                rows.append({**base, "stage": record.stage, "level": record.level, "layer": record.layer, "metric": record.metric,
+                             "shots": record.shots, "value": record.value, "std": record.std, "ci95_low": ci95[0], "ci95_high": ci95[1]})
+            stage = "coarse_tuned" if "coarse_tuned" in scores.selected_layer else "pretrained"
+            ci95 = scores.main_score_ci95 if scores.main_score_ci95 and len(scores.main_score_ci95) == 2 else (None, None)
+            rows.append({**base, "stage": stage, "level": scores.levels[-1], "layer": scores.selected_layer.get(stage), "metric": MAIN_METRIC,
+                         "shots": scores.settings.main_shots, "value": scores.main_score if scores.main_score is not None else scores.selected_layer_probe_accuracy,
+                         "std": None, "ci95_low": ci95[0], "ci95_high": ci95[1]})
+    for model in summary["models"]:
+        ci95 = model["main_ci95"] or (None, None)
+        rows.append({"model": model["model"], "revision": model["revision"], "task": MEAN_TASK, "subset": "", "stage": None, "level": None,
+                     "layer": None, "metric": MAIN_METRIC, "shots": None, "value": model["main"], "std": None, "ci95_low": ci95[0], "ci95_high": ci95[1]})
     stage_order = {stage: i for i, stage in enumerate(STAGES)}
-    rows.sort(key=lambda r: (r["model"], r["revision"], r["task"], r["subset"], stage_order.get(r["stage"], 9), r["level"] or "", r["layer"], r["metric"], r["shots"] or 0))
+    rows.sort(key=lambda r: (r["model"], r["revision"], r["task"], r["subset"], stage_order.get(r["stage"], 9), r["level"] or "",
+                             -2 if r["layer"] is None else r["layer"], r["metric"], r["shots"] or 0))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row[c] is None else repr(float(row[c])) if c in ("value", "std") else row[c] for c in CSV_COLUMNS])
+        writer.writerow([_csv_number(row[c]) if c in ("value", "std", "ci95_low", "ci95_high") else "" if row[c] is None else row[c] for c in CSV_COLUMNS])
     return out.getvalue()
 
 
@@ -155,7 +215,7 @@ def build_leaderboard(leaderboard_dir: str | Path) -> list[Path]:
     with leaderboard_lock(root):  # never read while an add is half-way, never two writers
         recover(root)
         summary = summarize(root)
-        texts = {"README.md": render_readme(summary), "leaderboard.csv": render_csv(root), "index.html": render_page(summary)}
+        texts = {"README.md": render_readme(summary), "leaderboard.csv": render_csv(root, summary), "index.html": render_page(summary)}
         for name in OUTPUTS:
             atomic_write_text(root / name, texts[name])
     return [root / name for name in OUTPUTS]
