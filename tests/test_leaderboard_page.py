@@ -1,4 +1,5 @@
-"""The leaderboard page in a real (headless) browser: sorting, ticking models, escaping.
+"""The leaderboard page in a real (headless) browser: sorting, ticking models, escaping, interval
+bands, rank intervals, drift curves, layer x layer CKA heat maps and the label-free signals.
 
 Needs Debian's chromium (``apt-get install -y chromium``). The page reads a test-only URL hash,
 ``#test=sort:<column>,tick:<all|none|row>``, and performs those clicks itself, so a plain
@@ -9,6 +10,7 @@ skipping when chromium is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -16,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard_fixtures import XSS_NAME, write_submission
-from mteb_finegrain.leaderboard import add_submission, build_leaderboard
+from board_fixtures import XSS_NAME, add_entry
+from mteb_finegrain.leaderboard import build_leaderboard
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("MTEB_FINEGRAIN_REQUIRE_BROWSER"):
@@ -28,14 +30,21 @@ MODELS = ("org/model-a", XSS_NAME, "solo/trec-only")  # by main score, best firs
 
 
 class Dom(HTMLParser):
-    """The parts of a DOM dump the tests look at: table rows, their cells' text, SVG paths."""
+    """The parts of a DOM dump the tests look at: table rows, their cells' text, SVG charts and
+    their paths (each with its chart's ``data-chart``), heat maps with their cells, signal rows."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.root_attrs: dict = {}
         self.rows: list[dict] = []
         self.paths: list[dict] = []
+        self.charts: list[dict] = []
+        self.heatmaps: list[dict] = []
+        self.signal_rows: list[dict] = []
+        self.unranked: list[str] = []
         self.images = 0
+        self._svg: dict | None = None
+        self._in_unranked = False
         self._in_body = False
         self._cell: list[str] | None = None
         self.legend: list[str] = []
@@ -54,15 +63,33 @@ class Dom(HTMLParser):
             self.rows.append({"model": attrs.get("data-model"), "cells": []})
         elif tag == "td" and self._in_body:
             self._cell = []
+        elif tag == "svg" and "heatmap" in (attrs.get("class") or "").split():
+            self._svg = {**attrs, "cells": []}
+            self.heatmaps.append(self._svg)
+        elif tag == "svg" and "chart" in (attrs.get("class") or "").split():
+            self._svg = attrs
+            self.charts.append(attrs)
+        elif tag == "rect" and self._svg is not None and "cells" in self._svg:
+            self._svg["cells"].append(attrs)
         elif tag == "path" and "data-model" in attrs:
-            self.paths.append(attrs)
+            self.paths.append({**attrs, "chart": (self._svg or {}).get("data-chart")})
+        elif tag == "tr" and "data-signal" in attrs:
+            self.signal_rows.append(attrs)
+        elif tag == "ul" and attrs.get("id") == "unranked":
+            self._in_unranked = True
+        elif tag == "li" and self._in_unranked:
+            self.unranked.append(attrs.get("data-model"))
         elif tag == "div" and attrs.get("id") == "model-legend":
             self._in_legend = 1
         elif tag == "span" and self._in_legend:
             self._in_legend += 1
 
     def handle_endtag(self, tag):
-        if tag == "tbody":
+        if tag == "svg":
+            self._svg = None
+        elif tag == "ul":
+            self._in_unranked = False
+        elif tag == "tbody":
             self._in_body = False
         elif tag == "td" and self._cell is not None:
             self.rows[-1]["cells"].append("".join(self._cell).strip())
@@ -90,16 +117,11 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("page")
-    board = root / "leaderboard"
-    with pytest.MonkeyPatch.context() as patch:
-        # Synthetic results carry made-up data hashes: never compare them with real data here.
-        patch.delenv("MTEB_FINEGRAIN_DATA_DIR", raising=False)
-        patch.delenv("MTEB_FINEGRAIN_TASK_PATH", raising=False)
-        add_submission(write_submission(root / "a", model=MODELS[0], quality=0.7), board)
-        add_submission(write_submission(root / "b", model=MODELS[1], revision="<b>r</b>", quality=0.55, n_layers=13, aggregate=True), board)
-        add_submission(write_submission(root / "c", model=MODELS[2], revision="c1", quality=0.4, cards=("TREC",), n_parameters=None), board)
-        build_leaderboard(board)
+    board = tmp_path_factory.mktemp("page") / "leaderboard"
+    add_entry(board, MODELS[0], skill=1.2, drift=0.5)
+    add_entry(board, MODELS[1], revision="<b>r</b>", skill=0.0, n_layers=13, drift=0.2)
+    add_entry(board, MODELS[2], revision="c1", skill=-0.6, cards=("TREC",), n_parameters=None)
+    build_leaderboard(board)
     return board / "index.html"
 
 
@@ -129,16 +151,69 @@ def test_clicking_headers_sorts(page, tmp_path):
     assert dom(page, tmp_path, "sort:task:CLINC150,sort:task:CLINC150").rows[-1]["model"] == "solo/trec-only"
 
 
+def _curves(parsed: Dom) -> list[dict]:
+    """The layer-curve lines (not their interval bands, not the drift charts)."""
+    return [p for p in parsed.paths if p["chart"] == "curve" and "data-band" not in p]
+
+
 def test_ticking_a_model_draws_its_curves(page, tmp_path):
     assert dom(page, tmp_path, "tick:none").paths == []
     parsed = dom(page, tmp_path, "tick:none,tick:1")
     assert {p["data-model"] for p in parsed.paths} == {XSS_NAME}
-    drawn = {(p["data-task"], p["data-metric"], p["data-stage"]) for p in parsed.paths}
+    drawn = {(p["data-task"], p["data-metric"], p["data-stage"]) for p in _curves(parsed)}
     assert drawn == {(t, m, s) for t in ("CLINC150", "TREC") for m in ("v_measure", "probe_accuracy") for s in ("pretrained", "coarse_tuned")}
-    assert all(("stroke-dasharray" in p) == (p["data-stage"] == "coarse_tuned") for p in parsed.paths)
+    assert all(("stroke-dasharray" in p) == (p["data-stage"] == "coarse_tuned") for p in _curves(parsed))
     assert parsed.legend == [XSS_NAME]
     everyone = dom(page, tmp_path, "tick:all")
     assert {p["data-model"] for p in everyone.paths} == set(MODELS)
+
+
+def test_rank_interval_and_main_score_interval_columns(page, tmp_path):
+    parsed = dom(page, tmp_path, "none")
+    cells = {row["model"]: row["cells"] for row in parsed.rows}
+    # Columns: show, #, model, revision, parameters, layers, main score, rank interval, tasks...
+    assert [cells[m][7] for m in MODELS] == ["1", "2", "\u2014"]  # solo/trec-only did not run CLINC150
+    assert all(re.fullmatch(r"0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]( \*)?", cells[m][6]) for m in MODELS)
+    assert parsed.unranked == ["solo/trec-only"]
+    assert [r["model"] for r in dom(page, tmp_path, "sort:rank_interval,sort:rank_interval").rows][-1] == "solo/trec-only"
+
+
+def test_probe_curves_have_interval_bands(page, tmp_path):
+    parsed = dom(page, tmp_path, "tick:none,tick:0")
+    bands = [p for p in parsed.paths if p.get("data-band") == "ci95"]
+    assert {(p["data-task"], p["data-metric"], p["data-stage"]) for p in bands} == {
+        (t, "probe_accuracy", s) for t in ("CLINC150", "TREC") for s in ("pretrained", "coarse_tuned")}
+    assert all(p["d"].endswith("Z") and float(p["fill-opacity"]) < 0.5 for p in bands)
+
+
+def test_drift_curves_and_permutation_baseline_render(page, tmp_path):
+    parsed = dom(page, tmp_path, "tick:all")
+    drift = [p for p in parsed.paths if p["chart"] == "drift"]
+    assert {c["data-task"] for c in parsed.charts if c.get("data-chart") == "drift"} == {"CLINC150", "TREC"}
+    lines = {(p["data-task"], p["data-model"]) for p in drift if p["data-metric"] == "cka_to_pretrained"}
+    assert lines == {("CLINC150", MODELS[0]), ("CLINC150", MODELS[1]), ("TREC", MODELS[0]), ("TREC", MODELS[1]), ("TREC", MODELS[2])}
+    baselines = [p for p in drift if p["data-metric"] == "cka_to_pretrained_permuted"]
+    assert len(baselines) == len(lines) and all(p["data-baseline"] == "permuted" and float(p["stroke-opacity"]) < 0.5 for p in baselines)
+    assert all("stroke-opacity" not in p for p in drift if p["data-metric"] == "cka_to_pretrained")
+
+
+def test_layer_by_layer_cka_heat_maps_render(page, tmp_path):
+    parsed = dom(page, tmp_path, "tick:none,tick:1")
+    maps = {(h["data-task"], h["data-stage"]): h for h in parsed.heatmaps}
+    assert set(maps) == {(t, s) for t in ("CLINC150", "TREC") for s in ("pretrained", "coarse_tuned")}
+    for heat in maps.values():
+        assert heat["data-model"] == XSS_NAME and heat["data-layers"] == "13"
+        values = [float(cell["data-value"]) for cell in heat["cells"]]
+        assert len(values) == 13 * 13 and values[0] == 1.0 and min(values) < 0.1
+        assert len({cell["fill"] for cell in heat["cells"]}) > 5  # a colour scale, not one colour
+    assert dom(page, tmp_path, "tick:none").heatmaps == []
+
+
+def test_label_free_signals_table(page, tmp_path):
+    rows = dom(page, tmp_path, "none").signal_rows
+    # Every model, every stage it has, both signals; shown whatever is ticked.
+    assert {(r["data-model"], r["data-stage"], r["data-signal"]) for r in rows} == {
+        (m, s, g) for m in MODELS for s in ("pretrained", "coarse_tuned") for g in ("effective_rank", "dataset_entropy")}
 
 
 def test_screenshot_renders(page, tmp_path):
@@ -150,20 +225,20 @@ def test_screenshot_renders(page, tmp_path):
 
 
 def test_model_without_hidden_states_is_a_level_line(tmp_path):
-    """The TF-IDF + SVD control (layer -1, pretrained only): "final only", n/a gain, a level line."""
+    """The TF-IDF + SVD control (layer -1, pretrained only): "final only", n/a gain, a level line and level band."""
     board = tmp_path / "leaderboard"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MTEB_FINEGRAIN_DATA_DIR", raising=False)
-        patch.delenv("MTEB_FINEGRAIN_TASK_PATH", raising=False)
-        add_submission(write_submission(tmp_path / "a", model="org/model-a", quality=0.7), board)
-        add_submission(write_submission(tmp_path / "c", model="org/control", quality=0.3, hidden_states=False), board)
-        build_leaderboard(board)
+    add_entry(board, "org/model-a", skill=1.0)
+    add_entry(board, "org/control", skill=-1.0, hidden_states=False)
+    build_leaderboard(board)
     parsed = dom(board / "index.html", tmp_path, "tick:all")
     control = next(row["cells"] for row in parsed.rows if row["model"] == "org/control")
-    assert "final only" in control and "-1 / -1" in control and control[-1] == "n/a"
-    level = [p for p in parsed.paths if p["data-model"] == "org/control"]
+    assert "final only" in control and "-1 / -1" in control and control[-1] == "n/a" and control[7] == "2"
+    level = [p for p in _curves(parsed) if p["data-model"] == "org/control"]
     assert len(level) == 4 and {p["data-stage"] for p in level} == {"pretrained"}
     assert all(p.get("data-level") == "final-embedding" for p in level)
     # The level line spans the other model's layers 0..6 at one height.
     ends = [p["d"].split(" L") for p in level]
     assert all(len(e) == 2 and e[0].split()[-1] == e[1].split()[-1] for e in ends)
+    assert len([p for p in parsed.paths if p["data-model"] == "org/control" and p.get("data-band")]) == 2
+    assert not [p for p in parsed.paths if p["data-model"] == "org/control" and p["chart"] == "drift"]
+    assert {h["data-model"] for h in parsed.heatmaps} == {"org/model-a"}  # one layer: no layer x layer map

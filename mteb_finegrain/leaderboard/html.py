@@ -22,7 +22,7 @@ def json_for_script(data) -> str:
 
 
 def render_page(summary: dict) -> str:
-    """The ``index.html`` of a leaderboard summary (see :func:`~mteb_finegrain.leaderboard.build.summarize`)."""
+    """The ``index.html`` of a leaderboard summary (see :func:`~mteb_finegrain.leaderboard.summary.summarize`)."""
     page = TEMPLATE.read_text(encoding="utf-8")
     fields = {
         "{{PROTOCOL_VERSION}}": html.escape(summary["protocol_version"]),
