@@ -47,6 +47,7 @@ def _training_key(settings: CoarseTraining) -> dict:
     same value), and any other value gets a checkpoint of its own.
     """
     training = asdict(settings)
+    del training["seed"]  # keyed on its own, as "seed"
     for name, default in _KEYED_WHEN_CHANGED.items():
         if training[name] == default:
             del training[name]
@@ -65,7 +66,9 @@ def checkpoint_key(encoder: LayerEncoder, card: TaskCard, protocol: Protocol, da
         "protocol_version": COARSE_TRAINING_PROTOCOL,  # the version that last changed coarse training
         "pooling": encoder.pooling,
         "prompt": prompt,
-        "seed": protocol.seed,
+        # The training seed (protocol 3.1 trained with Protocol.seed, 42 by default: the same
+        # value, so the first run's checkpoint is the one 3.1 trained).
+        "seed": protocol.coarse_training.seed,
         "training": _training_key(protocol.coarse_training),
     }
     device = encoder.device
@@ -136,13 +139,13 @@ def train_on_coarse(encoder: LayerEncoder, texts: list[str], coarse: list[str], 
 
     The classification head is discarded after training: only the encoder weights are scored.
     Training seeds torch's global random generator (the head's initialisation, dropout) with
-    ``protocol.seed``, inside ``torch.random.fork_rng``: the caller's generator is left as it was
+    ``protocol.coarse_training.seed``, inside ``torch.random.fork_rng``: the caller's generator is left as it was
     (the CPU's, and every CUDA device's when training on one); the trained weights are the same.
     """
     device = next(encoder.sentence_transformer.parameters()).device
     devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(protocol.seed)
+        torch.manual_seed(protocol.coarse_training.seed)
         return _train(encoder, texts, coarse, protocol, show_progress_bar, prompt)
 
 
@@ -165,7 +168,7 @@ def _train(encoder: LayerEncoder, texts: list[str], coarse: list[str], protocol:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
     )
-    rng = np.random.default_rng(protocol.seed)
+    rng = np.random.default_rng(settings.seed)
     # Mixed precision on a GPU only: autocast for the forward pass, a gradient scaler for float16.
     precision = training_precision(device)
     autocast_dtype = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}.get(precision)

@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 from mteb_finegrain.errors import FineGrainError
 
-PROTOCOL_VERSION = "3.1"
+PROTOCOL_VERSION = "4.0"
 # Cache keys name the protocol version that last changed what they cache, not PROTOCOL_VERSION, so
 # that a version that changes only the probes (3.0) or only what results record (3.1) reuses the
 # coarse-tuned checkpoints (and with them the cached embeddings) and the clustering scores made
 # under the one before. Set one to the new PROTOCOL_VERSION whenever a change of a default
 # touches coarse training, respectively clustering.
 COARSE_TRAINING_PROTOCOL = "2.0"
-CLUSTERING_PROTOCOL = "2.0"
+CLUSTERING_PROTOCOL = "4.0"
 STAGES = ("pretrained", "coarse_tuned")
 
 # The names a result file uses, in one place (the leaderboard reads them without importing torch).
@@ -32,18 +32,27 @@ SEED_PAPER_BIBTEX = """@inproceedings{anjum-krestel-2024-finetuning,
   publisher = {Springer},
   year = {2024},
 }"""
-CLUSTERING_METRICS = ("v_measure", "nmi", "ari", "cluster_accuracy")
+# AMI: adjusted mutual information, arithmetic normalisation (scikit-learn's default). NMI, recorded
+# up to protocol 3.1, is gone: on the 3.1 board it differed from V-measure (which is NMI with the
+# arithmetic mean) by at most 0.005 in all 621 record pairs, the same number stored twice.
+CLUSTERING_METRICS = ("v_measure", "ami", "ari", "cluster_accuracy")
 # Scored inside each class of the next coarser level: every level but the coarsest has it.
-WITHIN_PARENT_METRICS = ("within_coarse_v_measure",)
+WITHIN_PARENT_METRICS = ("within_coarse_v_measure", "within_coarse_ami")
 PROBE_METRICS = ("probe_accuracy", "probe_f1_macro")
 SETFIT_METRICS = ("setfit_accuracy", "setfit_f1_macro")
 KNOWN_METRICS = CLUSTERING_METRICS + WITHIN_PARENT_METRICS + PROBE_METRICS + SETFIT_METRICS
+# Per-layer numbers that are not scores against labels (``SubsetScores.representation``): drift
+# from the pretrained model (coarse_tuned stage) and label-free signals (both stages).
+DRIFT_METRICS = ("cka_to_pretrained", "cka_to_pretrained_permuted")
+SIGNAL_METRICS = ("effective_rank", "dataset_entropy")
+INTERVAL_LEVEL = 0.95
 FEWSHOT_MODES = ("probe", "setfit")
 
 MAIN_SCORE_DEFINITION = (
-    "probe_accuracy at the finest level with {shots} examples per class, on the evaluation split, "
-    "at the layer with the best {shots}-shot finest-level probe accuracy on the validation split, "
-    "of stage '{stage}' (coarse_tuned when it was run, else pretrained)"
+    "probe_accuracy at the finest level with {shots} examples per class, on the evaluation split "
+    "(probe seeds {scoring_seeds}), at the layer with the best {shots}-shot finest-level probe "
+    "accuracy on the validation split (disjoint probe seeds {validation_seeds}), of stage '{stage}' "
+    "(coarse_tuned when it was run, else pretrained){runs}"
 )
 
 
@@ -63,6 +72,9 @@ class CoarseTraining:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0  # gradients are clipped to this total L2 norm before each step
+    # Seed of the first training run (head initialisation, dropout, batch order); run r uses
+    # seed + r. Separate from Protocol.seed, so that training can vary alone.
+    seed: int = 42
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,12 @@ class Protocol:
     validation_fraction : float
         Share of each fine class carved from the few-shot pool as the validation split when a
         card has none (see ``data.carve_validation``).
+    coarse_seeds : int
+        Coarse-training runs of the ``coarse_tuned`` stage, with training seeds
+        ``coarse_training.seed .. + coarse_seeds - 1``. Every run is scored; the layer is chosen on
+        the validation accuracy averaged over runs, and every coarse_tuned score is the mean over
+        runs. 3 by default: one run's seed moved TREC's main score by 0.013 (sd over 5 seeds),
+        0.63 of its item-and-support-set standard error (``benchmarks/coarse_seed_spread.py``).
     train_level : int
         The hierarchy level the ``coarse_tuned`` stage is trained on: 0 is the coarsest level of
         the card, 1 the next one, ...; negative counts from the finest (-1).
@@ -159,6 +177,7 @@ class Protocol:
     fewshot: str = "probe"
     batch_size: int = 32
     train_level: int = 0
+    coarse_seeds: int = 3
     coarse_training: CoarseTraining = field(default_factory=CoarseTraining)
     setfit: SetFitSettings = field(default_factory=SetFitSettings)
 
@@ -177,7 +196,7 @@ class Protocol:
         for name in ("probe_warm_start", "probe_standardize", "kmeans_l2_normalize"):
             if not isinstance(getattr(self, name), bool):
                 raise FineGrainError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("clustering_seeds", "probe_seeds", "batch_size", "probe_max_iter", "kmeans_n_init", "kmeans_max_iter"):
+        for name in ("clustering_seeds", "probe_seeds", "coarse_seeds", "batch_size", "probe_max_iter", "kmeans_n_init", "kmeans_max_iter"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FineGrainError(f"{name} must be a positive integer, got {value!r}")
@@ -189,6 +208,8 @@ class Protocol:
             raise FineGrainError(f"validation_fraction must be a number between 0 and 1 (exclusive), got {self.validation_fraction!r}")
         if not isinstance(self.train_level, int) or isinstance(self.train_level, bool):
             raise FineGrainError(f"train_level must be an integer level index (0 = coarsest), got {self.train_level!r}")
+        if isinstance(self.coarse_training.seed, bool) or not isinstance(self.coarse_training.seed, int):
+            raise FineGrainError(f"coarse_training.seed must be an integer, got {self.coarse_training.seed!r}")
         if self.coarse_training.epochs < 1:
             raise FineGrainError(f"epochs must be at least 1, got {self.coarse_training.epochs}")
         if not self.coarse_training.max_grad_norm > 0:
@@ -200,7 +221,22 @@ class Protocol:
 
     @property
     def probe_seed_list(self) -> list[int]:
+        """Seeds of the probes scored on the evaluation split (and recorded)."""
         return [self.seed + i for i in range(self.probe_seeds)]
+
+    @property
+    def validation_probe_seed_list(self) -> list[int]:
+        """Seeds of the probes that choose the layer on the validation split.
+
+        Disjoint from ``probe_seed_list``: the support sets that win the layer choice do not
+        also score the evaluation split, so the reported score is not the lucky one that won.
+        """
+        return [self.seed + self.probe_seeds + i for i in range(self.probe_seeds)]
+
+    @property
+    def coarse_seed_list(self) -> list[int]:
+        """Training seeds of the coarse-training runs."""
+        return [self.coarse_training.seed + i for i in range(self.coarse_seeds)]
 
     @property
     def main_stage(self) -> str:
@@ -224,7 +260,10 @@ class Protocol:
         return {name: getattr(self, name) for name in PROBE_OPTIONS}
 
     def main_score_definition(self) -> str:
-        return MAIN_SCORE_DEFINITION.format(shots=self.main_shots, stage=self.main_stage)
+        runs = f", mean over {self.coarse_seeds} coarse-training runs (seeds {self.coarse_seed_list})" if self.main_stage == "coarse_tuned" else ""
+        return MAIN_SCORE_DEFINITION.format(
+            shots=self.main_shots, stage=self.main_stage, scoring_seeds=self.probe_seed_list, validation_seeds=self.validation_probe_seed_list, runs=runs
+        )
 
     def to_dict(self) -> dict:
         settings = asdict(self)
@@ -233,4 +272,6 @@ class Protocol:
         settings["shots"] = list(self.shots)
         settings["clustering_seed_list"] = self.clustering_seed_list
         settings["probe_seed_list"] = self.probe_seed_list
+        settings["validation_probe_seed_list"] = self.validation_probe_seed_list
+        settings["coarse_seed_list"] = self.coarse_seed_list
         return settings

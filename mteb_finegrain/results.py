@@ -49,12 +49,18 @@ class SubsetResult:
     parsed: SubsetScores
 
     def records(self) -> list[dict]:
-        """Flat records ``{task, subset, model, revision, stage, level, layer, metric, shots, value, std}``."""
+        """Flat records ``{task, subset, model, revision, stage, level, layer, metric, shots, value, std}``.
+
+        Records of protocol 4.0 add ``ci95`` (probe accuracies) and ``runs_std`` (coarse_tuned
+        with several coarse-training runs) where they hold them.
+        """
         base = {"task": self.task, "subset": self.subset, "model": self.model, "revision": self.revision}
-        return [
-            {**base, "stage": r.stage, "level": r.level, "layer": r.layer, "metric": r.metric, "shots": r.shots, "value": r.value, "std": r.std}
-            for r in self.parsed.records
-        ]
+        out = []
+        for r in self.parsed.records:
+            flat = {**base, "stage": r.stage, "level": r.level, "layer": r.layer, "metric": r.metric, "shots": r.shots, "value": r.value, "std": r.std}
+            flat.update({name: getattr(r, name) for name in ("ci95", "runs_std") if getattr(r, name) is not None})
+            out.append(flat)
+        return out
 
     @property
     def levels(self) -> list:

@@ -13,10 +13,10 @@ differ only in their embeddings. Scoring runs one job per (layer, level) on ever
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,44 +29,18 @@ from mteb_finegrain.data import CardData
 from mteb_finegrain.embedding_cache import StageEmbeddings, array_checksum, clustering_key, stage_key
 from mteb_finegrain.encoder import LayerEncoder
 from mteb_finegrain.protocol import MAIN_SCORE, PROTOCOL_VERSION, Protocol
-from mteb_finegrain.results import records_by_key
+from mteb_finegrain.results import record_key
 from mteb_finegrain.runtime import runtime_record
 from mteb_finegrain.schema import SubsetScores
+from mteb_finegrain.stage_runs import CombinedStage, StageRun, best_layer, combine_runs, drift_to_pretrained, layer_representation
+from mteb_finegrain.uncertainty.evidence import INTERVAL_DESCRIPTION, predictions_block
+from mteb_finegrain.uncertainty.predictions import split_sha256
 from mteb_finegrain.scoring.fewshot_probe import fewshot_indices, warm_start_ladder
 from mteb_finegrain.scoring.layer_level import LevelJob, LevelScores, score_layer_level
 from mteb_finegrain.scoring.setfit_fewshot import setfit_records
 from mteb_finegrain.scoring.workers import n_scoring_jobs, wait_for_scoring_workers
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StageScores:
-    """Result of one stage.
-
-    Attributes
-    ----------
-    records : list of dict
-        ``{stage, level, layer, metric, shots, value, std}`` on the evaluation split.
-    validation : dict
-        Layer -> mean ``main_shots``-shot probe accuracy at the finest level on the validation
-        split.
-    selected_layer : int
-        The layer with the best validation score (ties: the lower layer).
-    scoring_seconds : float
-        Wall time of the scoring (clustering and probes), not of the embeddings.
-    clustering_cached : int
-        (layer, level) clustering results taken from the score cache instead of computed.
-    convergence_warnings : int
-        Probe fits of this stage that stopped at the iteration cap before converging.
-    """
-
-    records: list[dict]
-    validation: dict[int, float]
-    selected_layer: int
-    scoring_seconds: float = 0.0
-    clustering_cached: int = 0
-    convergence_warnings: int = 0
 
 
 def resolve_layers(encoder: LayerEncoder, protocol: Protocol) -> list[int]:
@@ -129,11 +103,16 @@ def run_subset(
     context = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset}
     # The text every layer sees: the model's own prompt for this task, if it has one.
     prompt = encoder.prompt_for(task_metadata)
-    records, validation, selected, encoded, warnings = _run_stages(encoder, data, card, protocol, prompt, context, embedding_cache, show_progress_bar)
+    stages, encoded, warnings = _run_stages(encoder, data, card, protocol, prompt, context, embedding_cache, show_progress_bar)
+    records = [record for combined in stages.values() for record in combined.records]
+    selected = {stage: combined.selected_layer for stage, combined in stages.items()}
     main_stage = protocol.main_stage if protocol.main_stage in selected else next(iter(selected))
-    main = records_by_key(records)[(main_stage, data.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
+    by_key = {record_key(record): record for record in records}
+    main_record = by_key[(main_stage, data.level_names[-1], selected[main_stage], "probe_accuracy", protocol.main_shots)]
+    tuned = stages.get("coarse_tuned")
     result = {
-        MAIN_SCORE: main,
+        MAIN_SCORE: main_record["value"],
+        "main_score_ci95": main_record.get("ci95"),
         "main_score_definition": protocol.main_score_definition(),
         "protocol_version": PROTOCOL_VERSION,
         "card": card_block(card, data),
@@ -148,66 +127,140 @@ def run_subset(
         # Where and how the numbers were computed (not part of the protocol; for the record).
         "runtime": runtime_record(encoder, encoded, warnings),
         "selected_layer": selected,
-        "validation_probe_accuracy": validation,
+        "validation_probe_accuracy": {stage: {str(layer): value for layer, value in combined.validation.items()} for stage, combined in stages.items()},
+        "interval": INTERVAL_DESCRIPTION,
+        "coarse_training_runs": None if tuned is None else _runs_block(tuned, protocol, data.level_names[-1]),
+        "selection": _selection_block(stages, by_key, protocol, data.level_names[-1], main_stage),
+        "representation": {stage: combined.representation for stage, combined in stages.items()},
         "records": records,
+        "predictions": _predictions(stages, data, protocol),
     }
     return SubsetScores.model_validate(result)
 
 
-def _run_stages(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, prompt: str | None, context: dict, embedding_cache: bool, show_progress_bar: bool) -> tuple[list[dict], dict, dict, dict, dict]:
-    """Score the protocol's stages in order.
+def _runs_block(tuned: CombinedStage, protocol: Protocol, finest: str) -> dict:
+    """``coarse_training_runs``: the seeds, and what each run alone gives at the chosen layer."""
+    runs = [matrix.mean() for matrix in tuned.correct_main[tuned.selected_layer]]
+    return {
+        "seeds": protocol.coarse_seed_list,
+        "main_score": [float(value) for value in runs],
+        "selected_layer": tuned.run_selected_layers,
+        "runs_std": float(np.std(runs, ddof=1)) if len(runs) > 1 else None,
+    }
 
-    Returns ``(records, validation, selected, encoded, warnings)``: every record; per stage the
-    validation accuracy of each layer, the selected layer, how its embeddings were obtained, and
-    its probe convergence warnings.
+
+def _selection_block(stages: dict, by_key: dict, protocol: Protocol, finest: str, main_stage: str) -> dict:
+    """``selection``: the disjoint seeds, and what choosing with the scoring seeds (protocol 3.1) would give."""
+    same = {stage: combined.selected_with_scoring_seeds for stage, combined in stages.items()}
+    return {
+        "validation_seeds": protocol.validation_probe_seed_list,
+        "scoring_seeds": protocol.probe_seed_list,
+        "selected_layer_with_scoring_seeds": same,
+        "main_score_with_scoring_seeds": by_key[(main_stage, finest, same[main_stage], "probe_accuracy", protocol.main_shots)]["value"],
+    }
+
+
+def _predictions(stages: dict, data: CardData, protocol: Protocol) -> dict:
+    """The ``predictions`` block: every run's finest-level main-shot predictions, per stage and layer."""
+    labels = stages[next(iter(stages))].labels
+    code = {label: i for i, label in enumerate(labels)}
+    return predictions_block(
+        level=data.level_names[-1],
+        shots=protocol.main_shots,
+        seeds=protocol.probe_seed_list,
+        coarse_seeds=protocol.coarse_seed_list if "coarse_tuned" in stages else [],
+        split_sha256=split_sha256(data.evaluation.texts, data.evaluation.levels[-1]),
+        labels=labels,
+        gold=[code[label] for label in data.evaluation.levels[-1]],
+        runs={stage: combined.predicted for stage, combined in stages.items()},
+    )
+
+
+def _run_stages(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, prompt: str | None, context: dict, embedding_cache: bool, show_progress_bar: bool) -> tuple[dict[str, CombinedStage], dict, dict]:
+    """Score the protocol's stages in order, every coarse-training run of coarse_tuned.
+
+    Returns ``(stages, encoded, warnings)``: per stage its runs combined, how its embeddings
+    were obtained, and its probe convergence warnings.
     """
-    records, validation, selected, encoded, warnings = [], {}, {}, {}, {}
+    stages, encoded, warnings = {}, {}, {}
+    pretrained_x = None
+    finest = data.level_names[-1]
     for stage in protocol.stages:
-        load_stage_encoder, stage_id = _stage_source(encoder, data, card, protocol, stage, prompt, show_progress_bar)
-        if load_stage_encoder is None:
+        sources = _stage_sources(encoder, data, card, protocol, stage, prompt, show_progress_bar)
+        if not sources:
             continue
-        key = stage_key(encoder, stage_id, data.content_hash, prompt) if embedding_cache else None
-        embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
-        scores = score_stage(encoder, data, protocol, stage, show_progress_bar=show_progress_bar, prompt=prompt, embeddings=embeddings)
-        records.extend(scores.records)
+        runs, runtimes = [], []
+        for load_stage_encoder, stage_id in sources:
+            key = stage_key(encoder, stage_id, data.content_hash, prompt) if embedding_cache else None
+            embeddings = StageEmbeddings(load_stage_encoder, key, prompt=prompt, **context)
+            run = score_stage(encoder, data, protocol, stage, show_progress_bar=show_progress_bar, prompt=prompt, embeddings=embeddings)
+            run.representation = layer_representation(run)
+            if stage == "coarse_tuned" and pretrained_x is not None:
+                run.representation.update(drift_to_pretrained(pretrained_x, run.eval_x, run.layers, protocol.seed))
+            if stage == "pretrained":
+                pretrained_x = run.eval_x
+            runtimes.append(_stage_runtime(embeddings, run))
+            runs.append((run, embeddings))
+            # Only the numbers are kept from each run: its embeddings are dropped before the next.
+            run.eval_x = run.valid_x = None
         if protocol.fewshot == "setfit":
-            records.extend(setfit_records(embeddings.encoder, data, protocol, stage, selected_layer=scores.selected_layer, show_progress_bar=show_progress_bar))
-        validation[stage] = {str(layer): value for layer, value in scores.validation.items()}
-        selected[stage] = scores.selected_layer
-        encoded[stage] = _stage_runtime(embeddings, scores)
-        warnings[stage] = scores.convergence_warnings
-    return records, validation, selected, encoded, warnings
+            # SetFit trains each run's encoder at the layer the stage chooses over all its runs.
+            chosen = best_layer({layer: float(np.mean([run.validation[layer] for run, _ in runs])) for layer in runs[0][0].layers})
+            for run, embeddings in runs:
+                run.records.extend(setfit_records(embeddings.encoder, data, protocol, stage, selected_layer=chosen, show_progress_bar=show_progress_bar))
+        runs = [run for run, _ in runs]
+        stages[stage] = combine_runs(runs, finest=finest, main_shots=protocol.main_shots)
+        encoded[stage] = _merge_runtimes(runtimes)
+        warnings[stage] = sum(run.convergence_warnings for run in runs)
+    return stages, encoded, warnings
 
 
-def _stage_source(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, stage: str, prompt: str | None, show_progress_bar: bool) -> tuple[Callable[[], LayerEncoder] | None, str | dict]:
-    """How a stage gets its encoder (None: the stage is skipped) and what names it in cache keys.
+def _stage_sources(encoder: LayerEncoder, data: CardData, card: TaskCard, protocol: Protocol, stage: str, prompt: str | None, show_progress_bar: bool) -> list[tuple[Callable[[], LayerEncoder], str | dict]]:
+    """How each run of a stage gets its encoder, and what names it in cache keys (empty: skipped).
 
-    The coarse-tuned encoder is loaded (or trained) only when an embedding is missing from the
+    The pretrained stage is one run; coarse_tuned is one run per coarse-training seed. A
+    coarse-tuned encoder is loaded (or trained) only when an embedding is missing from the
     cache; its cache name is its checkpoint's key, computed without loading anything.
     """
     if stage != "coarse_tuned":
-        return (lambda: encoder), stage
+        return [((lambda: encoder), stage)]
     if not encoder.has_hidden_states:
         logger.warning("%s exposes no hidden states and cannot be fine-tuned: stage coarse_tuned skipped", encoder.model_name)
-        return None, stage
+        return []
+    sources = []
+    for seed in protocol.coarse_seed_list:
+        run_protocol = dataclasses.replace(protocol, coarse_training=dataclasses.replace(protocol.coarse_training, seed=seed))
 
-    def load_stage_encoder() -> LayerEncoder:
-        return coarse_tuned_encoder(encoder, data.coarse_train, card=card, protocol=protocol, show_progress_bar=show_progress_bar, prompt=prompt)
+        def load_stage_encoder(run_protocol: Protocol = run_protocol) -> LayerEncoder:
+            return coarse_tuned_encoder(encoder, data.coarse_train, card=card, protocol=run_protocol, show_progress_bar=show_progress_bar, prompt=prompt)
 
-    return load_stage_encoder, stage_checkpoint_key(encoder, data.coarse_train, card, protocol, prompt)
+        sources.append((load_stage_encoder, stage_checkpoint_key(encoder, data.coarse_train, card, run_protocol, prompt)))
+    return sources
 
 
-def _stage_runtime(embeddings: StageEmbeddings, scores: StageScores) -> dict:
-    """``runtime.embeddings.<stage>``: texts encoded, cache use, and where the time went."""
+def _stage_runtime(embeddings: StageEmbeddings, run: StageRun) -> dict:
+    """``runtime.embeddings.<stage>`` of one run: texts encoded, cache use, and where the time went."""
     return {
         "texts_encoded": embeddings.encoded_texts,
         "cached": embeddings.key is not None,
         # Wall seconds of the forward passes and of the scoring (scoring should not exceed encoding).
         "encode_seconds": round(embeddings.encode_seconds, 2),
-        "scoring_seconds": round(scores.scoring_seconds, 2),
+        "scoring_seconds": round(run.scoring_seconds, 2),
         # (layer, level) clustering results read from the cache instead of computed.
-        "clustering_cached": scores.clustering_cached,
+        "clustering_cached": run.clustering_cached,
     }
+
+
+def _merge_runtimes(runtimes: list[dict]) -> dict:
+    """One stage's runtime over its runs: counts and seconds summed."""
+    merged = dict(runtimes[0])
+    for name in ("texts_encoded", "encode_seconds", "scoring_seconds", "clustering_cached"):
+        merged[name] = sum(r[name] for r in runtimes)
+    merged["encode_seconds"] = round(merged["encode_seconds"], 2)
+    merged["scoring_seconds"] = round(merged["scoring_seconds"], 2)
+    if len(runtimes) > 1:
+        merged["runs"] = len(runtimes)
+    return merged
 
 
 def card_block(card: TaskCard, data: CardData) -> dict:
@@ -257,7 +310,7 @@ def score_stage(
     prompt: str | None = None,
     embeddings: StageEmbeddings | None = None,
     **encode_context,
-) -> StageScores:
+) -> StageRun:
     """Score every selected layer of ``encoder`` on ``data``, at every level of the hierarchy.
 
     Per level: k-means scores against that level's labels, within-parent V-measure (every level
@@ -282,7 +335,9 @@ def score_stage(
 
     Returns
     -------
-    StageScores
+    StageRun
+        The run's records, validation scores, correctness matrices, main-shot predictions and
+        embeddings of the evaluation and validation texts.
     """
     layers = resolve_layers(encoder, protocol)
     positions = [encoder.layers.index(layer) for layer in layers]
@@ -291,6 +346,9 @@ def score_stage(
     # for the shot counts the asked-for probes warm-start from (nested: no further texts).
     fitted_shots = warm_start_ladder(protocol.shots) if protocol.probe_warm_start else list(protocol.shots)
     samples = {(depth, seed): fewshot_indices(data.fewshot_pool.levels[depth], fitted_shots, seed) for depth in depths for seed in protocol.probe_seed_list}
+    # The finest level's validation probes (the layer choice) have seeds of their own.
+    finest = len(data.level_names) - 1
+    samples.update({(finest, seed): fewshot_indices(data.fewshot_pool.levels[finest], fitted_shots, seed) for seed in protocol.validation_probe_seed_list})
     if embeddings is None:
         embeddings = StageEmbeddings(lambda: encoder, key=None, prompt=prompt, **encode_context)
     eval_x, valid_x, pool_x, where = _stage_arrays(embeddings, data, protocol, samples, positions)
@@ -309,15 +367,29 @@ def score_stage(
         if job not in cached:
             embeddings.cache.store_scores(key, done[job].clustering_values)
     records: list[dict] = []
-    validation: dict[int, float] = {}
+    correct: dict[tuple, np.ndarray] = {}
     for k, layer in enumerate(layers):
         per_level = [done[(k, depth)] for depth in depths]
         records.extend(r for outcome in per_level for r in outcome.clustering)
         records.extend(r for outcome in per_level for r in outcome.probes)
-        validation[layer] = per_level[-1].validation
-    selected = max(layers, key=lambda layer: (validation[layer], -layer))
+        for depth, outcome in zip(depths, per_level):
+            correct.update({(data.level_names[depth], layer, n): matrix for n, matrix in outcome.correct.items()})
+    top = {layer: done[(k, finest)] for k, layer in enumerate(layers)}
     warnings = sum(getattr(outcome, "convergence_warnings", 0) for outcome in done.values())
-    return StageScores(records, validation, selected, time.perf_counter() - started, len(cached), warnings)
+    return StageRun(
+        records=records,
+        validation={layer: outcome.validation for layer, outcome in top.items()},
+        validation_with_scoring_seeds={layer: outcome.validation_with_scoring_seeds for layer, outcome in top.items()},
+        correct=correct,
+        predicted={layer: outcome.predicted for layer, outcome in top.items()},
+        labels=top[layers[0]].labels,
+        eval_x=eval_x,
+        valid_x=valid_x,
+        layers=list(layers),
+        scoring_seconds=time.perf_counter() - started,
+        clustering_cached=len(cached),
+        convergence_warnings=warnings,
+    )
 
 
 def _stage_arrays(embeddings: StageEmbeddings, data: CardData, protocol: Protocol, samples: dict, positions: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
@@ -355,6 +427,7 @@ def fewshot_encoding_calls(data: CardData, protocol: Protocol, samples: dict) ->
         for depth in range(len(data.level_names))
         for seed in default.probe_seed_list
     }
+    canonical.update({(finest, seed): fewshot_indices(data.fewshot_pool.levels[finest], default.shots, seed) for seed in default.validation_probe_seed_list})
 
     def indices(chosen: dict, fine: bool) -> set[int]:
         return {i for (depth, _), per_n in chosen.items() if (depth == finest) == fine for idx in per_n.values() for i in idx}
@@ -392,7 +465,7 @@ def _cached_clustering(embeddings: StageEmbeddings, data: CardData, protocol: Pr
 def _level_job(stage: str, layer: int, depth: int, data: CardData, protocol: Protocol, samples: dict, fitted_shots: list[int], eval_x: np.ndarray, valid_x: np.ndarray, pool_x: np.ndarray, where: dict[int, int], clustering_values: dict | None) -> LevelJob:
     """The job of one layer at one level: its embeddings, labels and few-shot rows."""
     finest = depth == len(data.level_names) - 1
-    seeds = protocol.probe_seed_list
+    seeds = protocol.probe_seed_list + (protocol.validation_probe_seed_list if finest else [])
     return LevelJob(
         stage=stage,
         layer=layer,
@@ -408,7 +481,8 @@ def _level_job(stage: str, layer: int, depth: int, data: CardData, protocol: Pro
         shots=protocol.shots,
         main_shots=protocol.main_shots,
         warm_start=protocol.probe_warm_start,
-        probe_seeds=seeds,
+        probe_seeds=protocol.probe_seed_list,
+        validation_seeds=protocol.validation_probe_seed_list if finest else None,
         clustering_seeds=protocol.clustering_seed_list,
         clustering_values=clustering_values,
         **protocol.clustering_options(),

@@ -95,6 +95,10 @@ class Record(BaseModel):
     value: Number
     std: Number
     mode: str | None = None
+    # Protocol 4.0: the 95% interval of a probe_accuracy record (items, support sets and, for
+    # coarse_tuned, coarse-training runs), and the spread of the value over coarse-training runs.
+    ci95: list[Number] | None = None
+    runs_std: Number | None = None
 
     @property
     def key(self) -> tuple:
@@ -297,7 +301,16 @@ class SubsetScores(_Block):
     runtime: Runtime | None = None
     selected_layer: dict[str, int]
     validation_probe_accuracy: dict[str, dict[str, Number]]
+    # Protocol 4.0 (absent before): the main score's 95% interval and what intervals mean; the
+    # coarse-training runs; the layer choice with disjoint seeds; per-layer drift and label-free
+    # signals; the per-seed predictions every interval is computed from (uncertainty.evidence).
+    main_score_ci95: list[Number] | None = None
+    interval: dict[str, Any] | None = None
+    coarse_training_runs: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+    representation: dict[str, Any] | None = None
     records: list[Record]
+    predictions: dict[str, Any] | None = None
     main_score: Number | None = None
     hf_subset: str | None = None
     languages: list[str] | None = None

@@ -21,7 +21,15 @@ DEFAULTS_FINGERPRINT = {
     "2.0": "14e237dfd02ccda8",
     "3.0": "d3ebf6b3f42eff36",
     "3.1": "f1a297c1f5518ea5",
+    "4.0": "686712be659e8dc7",
 }
+# What each version scores besides its settings: a change of a metric list is a protocol change too.
+METRICS_BY_VERSION = {
+    "4.0": (("v_measure", "ami", "ari", "cluster_accuracy"), ("within_coarse_v_measure", "within_coarse_ami"), ("probe_accuracy", "probe_f1_macro")),
+}
+# The settings protocol 4.0 added: several coarse-training runs with a seed of their own, and
+# validation probes with seeds disjoint from the scoring ones. Without them, 4.0's settings are 3.1's.
+ADDED_IN_4_0 = {"top": ("coarse_seeds", "validation_probe_seed_list", "coarse_seed_list"), "coarse_training": ("seed",)}
 # The settings protocol 3.1 added to the record, at the values the code has always used: no
 # number changed. Without them, 3.1's defaults are 3.0's.
 RECORDED_IN_3_1 = {
@@ -42,12 +50,40 @@ def test_defaults_match_the_protocol_version():
     )
 
 
-def test_protocol_3_1_changed_no_default_of_3_0():
-    settings = Protocol().to_dict()
-    for block, names in RECORDED_IN_3_1.items():
+def _without(settings: dict, added: dict) -> str:
+    for block, names in added.items():
         for name in names:
             del (settings if block == "top" else settings[block])[name]
-    assert hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16] == DEFAULTS_FINGERPRINT["3.0"]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_protocol_4_0_settings_are_3_1s_plus_the_runs_and_the_validation_seeds():
+    assert _without(Protocol().to_dict(), ADDED_IN_4_0) == DEFAULTS_FINGERPRINT["3.1"]
+    # And 3.1 only recorded settings 3.0 already used.
+    assert _without(_without_dict(Protocol().to_dict(), ADDED_IN_4_0), RECORDED_IN_3_1) == DEFAULTS_FINGERPRINT["3.0"]
+
+
+def _without_dict(settings: dict, added: dict) -> dict:
+    _without(settings, added)
+    return settings
+
+
+def test_the_metrics_match_the_protocol_version():
+    from mteb_finegrain.protocol import CLUSTERING_METRICS, PROBE_METRICS, WITHIN_PARENT_METRICS
+
+    assert (CLUSTERING_METRICS, WITHIN_PARENT_METRICS, PROBE_METRICS) == METRICS_BY_VERSION[PROTOCOL_VERSION], "a metric changed: bump PROTOCOL_VERSION"
+
+
+def test_coarse_training_and_layer_choice_have_seeds_of_their_own():
+    protocol = Protocol(seed=7, coarse_training=CoarseTraining(seed=100), coarse_seeds=2)
+    assert protocol.coarse_seed_list == [100, 101]
+    assert protocol.probe_seed_list == [7, 8, 9, 10, 11]
+    assert protocol.validation_probe_seed_list == [12, 13, 14, 15, 16]
+    assert not set(protocol.probe_seed_list) & set(protocol.validation_probe_seed_list)
+    with pytest.raises(FineGrainError, match="coarse_seeds must be a positive integer"):
+        Protocol(coarse_seeds=0)
+    with pytest.raises(FineGrainError, match="coarse_training.seed must be an integer"):
+        Protocol(coarse_training=CoarseTraining(seed="1"))
 
 
 def test_every_setting_is_recorded():

@@ -9,10 +9,11 @@ from mteb_finegrain.cards import load_card
 from mteb_finegrain.protocol import PROTOCOL_VERSION
 from mteb_finegrain.results import load_records, load_results
 from mteb_finegrain.task import make_task_class
+from mteb_finegrain.uncertainty.evidence import check_intervals
 
 from conftest import fast_protocol
 
-METRICS = {"v_measure", "nmi", "ari", "cluster_accuracy", "within_coarse_v_measure", "probe_accuracy", "probe_f1_macro"}
+METRICS = {"v_measure", "ami", "ari", "cluster_accuracy", "within_coarse_v_measure", "within_coarse_ami", "probe_accuracy", "probe_f1_macro"}
 
 
 def _run(finegrain_env, tiny_st, out, **protocol_changes):
@@ -39,13 +40,29 @@ def test_every_layer_stage_and_metric_is_written(finegrain_env, tiny_st, tmp_pat
         for layer in (0, 1, 2):
             for level in ("coarse", "fine"):
                 got = {r["metric"] for r in records if r["stage"] == stage and r["layer"] == layer and r["level"] == level}
-                assert got == (METRICS if level == "fine" else METRICS - {"within_coarse_v_measure"})
+                assert got == (METRICS if level == "fine" else METRICS - {"within_coarse_v_measure", "within_coarse_ami"})
                 shots = sorted(r["shots"] for r in records if r["stage"] == stage and r["layer"] == layer and r["level"] == level and r["metric"] == "probe_accuracy")
                 assert shots == [1, 2, 8]
     main = next(r["value"] for r in records if r["stage"] == "coarse_tuned" and r["level"] == "fine" and r["layer"] == scores["selected_layer"]["coarse_tuned"] and r["metric"] == "probe_accuracy" and r["shots"] == 8)
     assert scores["main_score"] == scores["selected_layer_probe_accuracy"] == main
     for r in records:
         assert 0 <= r["std"] and -1 <= r["value"] <= 1
+        if r["metric"] == "probe_accuracy":
+            assert r["ci95"][0] <= r["value"] <= r["ci95"][1]
+        assert ("runs_std" in r) == (r["stage"] == "coarse_tuned")
+    low, high = scores["main_score_ci95"]
+    assert low < scores["main_score"] < high
+    assert scores["coarse_training_runs"]["seeds"] == [42, 43, 44] and len(scores["coarse_training_runs"]["main_score"]) == 3
+    assert scores["selection"]["validation_seeds"] == [44, 45] and scores["selection"]["scoring_seeds"] == [42, 43]
+    # The stored predictions give back every interval the result claims.
+    assert check_intervals(scores, "tiny") == []
+    representation = scores["representation"]
+    for stage in ("pretrained", "coarse_tuned"):
+        for signal in ("effective_rank", "dataset_entropy"):
+            assert set(representation[stage][signal]["evaluation"]) == set(representation[stage][signal]["validation"]) == {"0", "1", "2"}
+        assert len(representation[stage]["cka_between_layers"]["matrix"]) == 3
+    assert set(representation["coarse_tuned"]["cka_to_pretrained"]) == {"0", "1", "2"}
+    assert all(-0.05 <= v <= 1.0 + 1e-9 for v in representation["coarse_tuned"]["cka_to_pretrained"].values())
 
 
 def test_same_run_twice_gives_identical_scores(finegrain_env, tiny_st, tmp_path):
@@ -76,7 +93,7 @@ def test_every_scoring_setting_of_the_protocol_reaches_the_layer_jobs():
     split = LabelledSplit(["a", "b"], [["x", "y"], ["x1", "y1"]], "rows")
     data = CardData(split, split, split, split, ["coarse", "fine"], [{}, {"x1": "x", "y1": "y"}], "sha256:0", "test", True)
     protocol = fast_protocol(probe_max_iter=7, probe_tol=0.5, probe_c=2.0, probe_standardize=False, kmeans_l2_normalize=False, kmeans_n_init=3, kmeans_max_iter=9, kmeans_tol=0.25)
-    samples = {(1, seed): {n: [0, 1] for n in (1, 2, 8)} for seed in protocol.probe_seed_list}
+    samples = {(1, seed): {n: [0, 1] for n in (1, 2, 8)} for seed in protocol.probe_seed_list + protocol.validation_probe_seed_list}
     x = np.zeros((2, 4), dtype=np.float32)
     job = _level_job("pretrained", 0, 1, data, protocol, samples, [1, 2, 8], x, x, x, {0: 0, 1: 1}, None)
     for name, value in (protocol.clustering_options() | protocol.probe_options()).items():
@@ -99,7 +116,9 @@ def test_report_json_and_table(finegrain_env, tiny_st, tmp_path, capsys):
     _run(finegrain_env, tiny_st, tmp_path / "out")
     assert main(["report", str(tmp_path / "out"), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert {tuple(sorted(r)) for r in records} == {("layer", "level", "metric", "mode", "model", "revision", "selected", "shots", "stage", "std", "subset", "task", "value")}
+    base = {"layer", "level", "metric", "mode", "model", "revision", "selected", "shots", "stage", "std", "subset", "task", "value"}
+    assert all(base <= set(r) for r in records)
+    assert all("ci95" in r for r in records if r["metric"] == "probe_accuracy")
     assert {r["stage"] for r in records} == {"pretrained", "coarse_tuned"}
     assert sum(r["selected"] for r in records if r["metric"] == "v_measure" and r["level"] == "fine") == 2
     assert main(["report", str(tmp_path / "out"), "--plot", str(tmp_path / "p.png")]) == 0

@@ -74,8 +74,14 @@ def dataset_entropy(z) -> float:
     Raises
     ------
     FineGrainError
-        If ``z`` is not a 2-D array of finite numbers with at least 2 rows, or a row equals the
-        column mean (it has no direction after centring).
+        If ``z`` is not a 2-D array of finite numbers with at least 2 rows.
+
+    Notes
+    -----
+    A row equal to the column mean (duplicate texts can make one, in a tiny split) has no
+    direction after centring: it is left at zero, as the clustering's normalisation leaves an
+    all-zero row, and adds nothing to K. When every row is the same (a CLS vector at the
+    embedding layer is one vector for every text), nothing varies: the entropy is 0.
     """
     array = _as_embeddings(z)
     if array.shape[0] < 2:
@@ -84,10 +90,11 @@ def dataset_entropy(z) -> float:
     array -= array.mean(axis=0)
     norms = np.linalg.norm(array, axis=1)
     # Relative to the data's scale: a row equal to the mean leaves rounding noise, not exact zeros.
-    zero = np.flatnonzero(norms <= 1e-12 * scale)
-    if zero.size:
-        raise FineGrainError(f"row {zero[0]} of z equals the column mean: it cannot be L2-normalised after centring")
-    array /= norms[:, None]
+    zero = norms <= 1e-12 * scale
+    if zero.all():
+        return 0.0
+    array[zero] = 0.0
+    array[~zero] /= norms[~zero, None]
     gram = array.T @ array if array.shape[1] <= array.shape[0] else array @ array.T
     eigenvalues = np.linalg.eigvalsh(gram)
     lam = np.clip(eigenvalues / np.trace(gram), 0.0, None)
