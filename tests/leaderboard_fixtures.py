@@ -48,6 +48,7 @@ def card_hash(card: str) -> str:
 
 def _curve(quality: float, layer: int, n_layers: int, offset: float) -> float:
     # A hump peaking two thirds of the way up the layers: the shape real models show.
+    layer = max(0, layer)  # the final embedding of a model without hidden states (n_layers 1)
     peak = 2 * (n_layers - 1) / 3
     value = quality + offset - 0.04 * ((layer - peak) / max(1, n_layers - 1)) ** 2 * 9 + 0.005 * math.sin(3 * layer)
     return round(min(1.0, max(0.0, value)), 6)
@@ -118,6 +119,7 @@ def _subset_scores(card, model, revision, n_layers, quality, subset, data_hash, 
     protocol = Protocol()
     layers = list(range(n_layers)) if hidden_states else [-1]
     stages = STAGES if hidden_states else ("pretrained",)
+    n_layers = n_layers if hidden_states else 1  # the final embedding (-1) sits at the curve's peak, as layer 0 of 1
     classes = {level: 3 + 7 * depth for depth, level in enumerate(levels)}
     finest, n_labels = levels[-1], classes[levels[-1]]
     gold = _gold(card, n_labels)
@@ -149,7 +151,7 @@ def _subset_scores(card, model, revision, n_layers, quality, subset, data_hash, 
                     if level == finest and shots == protocol.main_shots:
                         predictions[stage][layer] = [_predicted(m, gold, n_labels) for m in correct]
                         intervals[(stage, layer)] = (interval, [float(m.mean()) for m in correct])
-        validation[stage] = {str(layer): round(_curve(quality, layer, n_layers, _stage_gain(stage)) - 0.01, 6) for layer in layers}
+        validation[stage] = {str(layer): round(max(0.0, _curve(quality, layer, n_layers, _stage_gain(stage)) - 0.01), 6) for layer in layers}
         selected[stage] = max(layers, key=lambda layer: (validation[stage][str(layer)], -layer))
     main_stage = stages[-1]
     main_interval, main_runs = intervals[(main_stage, selected[main_stage])]

@@ -253,7 +253,7 @@ def test_cite_prints_the_models_scores(tmp_path, board):
     _three_models(tmp_path, board)
     line = cite_model(board, "org/model-a")
     assert line.startswith("org/model-a (rev rev-a): FineGrainHidden main score 0.")
-    assert "(CLINC150 0." in line and ", TREC 0." in line and f"protocol {PROTOCOL_VERSION}" in line
+    assert "; CLINC150 0." in line and ", TREC 0." in line and f"protocol {PROTOCOL_VERSION};" in line and line.count("(95% CI 0.") == 3
     assert "[cite: mteb_finegrain; anjum-krestel-2024-finetuning;" in line
     with_bibtex = cite_model(board, "solo/trec-only", bibtex=True)
     assert "@inproceedings{li-roth-2002-learning" in with_bibtex

@@ -41,26 +41,38 @@ def bibtex_entries(card_names: list[str]) -> list[str]:
     return [BENCHMARK_BIBTEX, SEED_PAPER_BIBTEX] + [card.citation for card in citation_cards(card_names)]
 
 
+def format_score(value: float, ci95=None) -> str:
+    """``0.7123 (95% CI 0.6950-0.7301)``, or ``0.7123`` without an interval."""
+    if isinstance(ci95, (list, tuple)) and len(ci95) == 2 and all(isinstance(end, (int, float)) for end in ci95):
+        return f"{value:.4f} (95% CI {ci95[0]:.4f}-{ci95[1]:.4f})"
+    return f"{value:.4f}"
+
+
 def cite_line(model: dict, protocol_version: str) -> str:
-    """A one-line citation of a model's leaderboard scores.
+    """A one-line citation of a model's leaderboard scores, with their 95% intervals.
 
     Parameters
     ----------
     model : dict
-        The model's summary from :func:`mteb_finegrain.leaderboard.build.summarize`.
+        The model's summary from :func:`mteb_finegrain.leaderboard.summary.summarize`: ``main``
+        and ``main_ci95`` (the mean over tasks and its interval), per task ``main`` and
+        ``main_ci95``. An interval that is absent (a result older than protocol 4.0) is left out.
     protocol_version : str
+        Cited when the model's summary does not name its results' protocol.
 
     Returns
     -------
     str
-        e.g. ``org/model (rev abc): FineGrainHidden main score 0.612 (CLINC150 0.520, TREC 0.700),
-        protocol 1.0, mteb-finegrain leaderboard [cite: mteb_finegrain; ...]``.
+        e.g. ``org/model (rev abc): FineGrainHidden main score 0.6120 (95% CI 0.5950-0.6290),
+        protocol 4.0; CLINC150 0.5200 (95% CI 0.4800-0.5600), TREC 0.7000 (95% CI
+        0.6700-0.7300); mteb-finegrain leaderboard [cite: mteb_finegrain; ...]``.
     """
-    tasks = ", ".join(f"{name} {task['main']:.3f}" for name, task in sorted(model["tasks"].items()))
+    tasks = ", ".join(f"{name} {format_score(task['main'], task.get('main_ci95'))}" for name, task in sorted(model["tasks"].items()))
     keys = "; ".join(bibtex_key(entry) for entry in bibtex_entries(sorted(model["tasks"])))
+    version = model.get("protocol_version") or protocol_version
     return (
-        f"{model['model']} (rev {model['revision']}): FineGrainHidden main score {model['main']:.3f} "
-        f"({tasks}), protocol {protocol_version}, mteb-finegrain leaderboard [cite: {keys}]"
+        f"{model['model']} (rev {model['revision']}): FineGrainHidden main score {format_score(model['main'], model.get('main_ci95'))}, "
+        f"protocol {version}; {tasks}; mteb-finegrain leaderboard [cite: {keys}]"
     )
 
 

@@ -1,4 +1,4 @@
-"""The ``leaderboard`` subcommand: ``add``, ``build`` and ``cite``."""
+"""The ``leaderboard`` subcommand: ``add``, ``build``, ``cite`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from mteb_finegrain.errors import FineGrainError
 from mteb_finegrain.leaderboard.build import build_leaderboard
 from mteb_finegrain.leaderboard.summary import summarize
 from mteb_finegrain.leaderboard.cite import cite_model
+from mteb_finegrain.leaderboard.compare import compare_models, format_report
 from mteb_finegrain.leaderboard.store import DEFAULT_LEADERBOARD_DIR, add_submission
 
 
@@ -36,6 +37,13 @@ def _cite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    tasks = [name.strip() for value in args.tasks or () for name in value.split(",") if name.strip()]
+    result = compare_models(args.leaderboard_dir, args.model_a, args.model_b, tasks=tasks or None, method=args.method, seed=args.seed)
+    print(format_report(result))
+    return 0
+
+
 def add_leaderboard_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``leaderboard`` subcommand to an argparse subparsers object.
 
@@ -58,7 +66,7 @@ def add_leaderboard_parser(subparsers) -> argparse.ArgumentParser:
         help="leaderboard root folder (default ./leaderboard)",
     )
     parser = subparsers.add_parser("leaderboard", help="validate, add and publish results in the leaderboard")
-    sub = parser.add_subparsers(dest="leaderboard_command", metavar="{add,build,cite}", required=True)
+    sub = parser.add_subparsers(dest="leaderboard_command", metavar="{add,build,cite,compare}", required=True)
 
     add = sub.add_parser("add", parents=[common], help="check one model's results and copy them into the leaderboard")
     add.add_argument("results_dir", help="folder with the model's FineGrainHidden*.json results and model_meta.json")
@@ -72,11 +80,22 @@ def add_leaderboard_parser(subparsers) -> argparse.ArgumentParser:
     cite.add_argument("model", help="model name as shown in the leaderboard")
     cite.add_argument("--bibtex", action="store_true", help="also print the BibTeX entries the line cites")
     cite.set_defaults(func=_cite)
+
+    compare = sub.add_parser(
+        "compare", parents=[common],
+        help="paired comparison of two models on their stored predictions: the mean difference of main scores over tasks, then each task's",
+    )
+    compare.add_argument("model_a", help="model name as shown in the leaderboard (a in a - b)")
+    compare.add_argument("model_b", help="the model it is compared with (b)")
+    compare.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to compare, comma- or space-separated (default: every task both ran)")
+    compare.add_argument("--method", choices=["anova", "bootstrap"], default="anova", help="variance components (default) or paired bootstrap")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    compare.set_defaults(func=_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m mteb_finegrain.leaderboard <add|build|cite> ...``."""
+    """Stand-alone entry point: ``python -m mteb_finegrain.leaderboard <add|build|cite|compare> ...``."""
     parser = argparse.ArgumentParser(prog="python -m mteb_finegrain.leaderboard")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_leaderboard_parser(subparsers)

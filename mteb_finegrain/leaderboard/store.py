@@ -68,6 +68,22 @@ def entries(leaderboard_dir: str | Path) -> list[Entry]:
     return out
 
 
+def find_entry(leaderboard_dir: str | Path, name: str) -> Entry:
+    """The accepted entry of a model, by its public name (``org/model``) or its entry folder name.
+
+    Raises
+    ------
+    FineGrainError
+        If no entry matches; the message lists the models in the leaderboard.
+    """
+    found = entries(leaderboard_dir)
+    for entry in found:
+        if name in (entry.model, entry.path.name):
+            return entry
+    known = ", ".join(entry.model for entry in found) or "none yet"
+    raise FineGrainError(f"model {name!r} is not in the leaderboard at {leaderboard_dir}; models: {known}")
+
+
 def add_submission(results_dir: str | Path, leaderboard_dir: str | Path, *, replace: bool = False, hashes: DataHashes | None = None) -> tuple[Submission, Path]:
     """Validate a results folder and copy it into the leaderboard.
 
