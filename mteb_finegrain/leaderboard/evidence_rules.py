@@ -62,7 +62,7 @@ def check_evidence(scores: dict, parsed: SubsetScores, layers: list[int], stages
         imply), ``coarse_training_runs``, ``selection`` and ``representation`` are as the
         protocol writes them.
     """
-    settings = scores.get("settings") if isinstance(scores.get("settings"), dict) else {}
+    settings = scores["settings"]  # the schema made it an object
     problems = []
     main_ci = parsed.main_score_ci95
     if main_ci is None:
@@ -92,6 +92,8 @@ def _check_predictions(block, settings: dict, layers: list[int], stages: tuple[s
         evidence = read_predictions(block, f"{where}: predictions")
     except FineGrainError as exc:
         return None, [str(exc)]
+    except (ValueError, TypeError) as exc:  # e.g. a code string that is not ASCII: not base64 either
+        return None, [f"{where}: predictions do not decode ({type(exc).__name__}: {exc})"]
     problems = []
     if evidence.level != finest:
         problems.append(f"{where}: predictions.level is {evidence.level!r}, the main score's level is {finest!r}")
@@ -99,8 +101,9 @@ def _check_predictions(block, settings: dict, layers: list[int], stages: tuple[s
         problems.append(f"{where}: predictions.shots is {evidence.shots}, settings.main_shots is {settings.get('main_shots')!r}")
     if list(evidence.seeds) != settings.get("probe_seed_list"):
         problems.append(f"{where}: predictions.seeds are {list(evidence.seeds)}, the scoring probe seeds (settings.probe_seed_list) are {settings.get('probe_seed_list')!r}")
-    coarse_seeds = settings.get("coarse_seed_list") or []
-    if "coarse_tuned" in stages and list(evidence.coarse_seeds) != coarse_seeds:
+    coarse_seeds = settings.get("coarse_seed_list")
+    coarse_seeds = coarse_seeds if isinstance(coarse_seeds, list) else None  # else the settings check reports it
+    if "coarse_tuned" in stages and coarse_seeds is not None and list(evidence.coarse_seeds) != coarse_seeds:
         problems.append(f"{where}: predictions.coarse_seeds are {list(evidence.coarse_seeds)}, settings.coarse_seed_list is {coarse_seeds!r}")
     for stage in sorted({stage for stage, _ in evidence.predictions} - set(stages)):
         problems.append(f"{where}: predictions.stages holds stage {stage!r}, which this model does not have (stages: {list(stages)})")
@@ -111,6 +114,8 @@ def _check_predictions(block, settings: dict, layers: list[int], stages: tuple[s
             problems.append(f"{where}: predictions.stages.{stage} lacks layer(s) {missing}: every layer's predictions are stored")
         if extra:
             problems.append(f"{where}: predictions.stages.{stage} has layer(s) {extra} that are not in model.layers")
+        if stage == "coarse_tuned" and coarse_seeds is None:
+            continue  # the runs cannot be counted
         runs = len(coarse_seeds) if stage == "coarse_tuned" else 1
         wrong = [layer for layer, count in sorted(stored.items()) if count != runs and layer in layers]
         if wrong:
@@ -125,7 +130,9 @@ def _check_runs(runs, settings: dict, layers: list[int], stages: tuple[str, ...]
         return [] if runs is None else [f"{where}: coarse_training_runs must be absent or null: a model without hidden states has no coarse-training runs"]
     if not isinstance(runs, dict):
         return [f"{where}: coarse_training_runs is missing (the seeds, per-run main scores and chosen layers of the coarse-training runs)"]
-    seeds = settings.get("coarse_seed_list") or []
+    seeds = settings.get("coarse_seed_list")
+    if not isinstance(seeds, list):
+        return []  # the settings check says what is wrong with it; the runs cannot be counted
     problems = []
     if runs.get("seeds") != seeds:
         problems.append(f"{where}: coarse_training_runs.seeds is {runs.get('seeds')!r}, settings.coarse_seed_list is {seeds!r}")

@@ -129,7 +129,8 @@ def check_subset(scores, task: str, cards: dict[str, TaskCard], hashes: DataHash
     if model.hidden_states and model.pooling is not None and settings.pooling != "model" and model.pooling != settings.pooling:
         problems.append(f"{where}: model.pooling {model.pooling!r} contradicts settings.pooling {settings.pooling!r}")
     levels = card.level_names if card is not None else None
-    n_runs = len(scores["settings"].get("coarse_seed_list") or []) if model.hidden_states else 1
+    coarse_seeds = scores["settings"].get("coarse_seed_list")
+    n_runs = len(coarse_seeds) if model.hidden_states and isinstance(coarse_seeds, list) else 1
     record_problems, values = _check_records(parsed.records, layers, settings.shots, where, stages, levels, n_runs)
     problems.extend(record_problems)
     finest = (levels or ["fine"])[-1]
