@@ -104,6 +104,11 @@ def _selection_seeds(s):
     s["selection"]["validation_seeds"] = s["selection"]["scoring_seeds"]
 
 
+def _scoring_seed_choice_elsewhere(s):
+    chosen = s["selection"]["selected_layer_with_scoring_seeds"]
+    chosen["coarse_tuned"] = (chosen["coarse_tuned"] + 1) % 7
+
+
 def _no_interval_description(s):
     del s["interval"]
 
@@ -126,12 +131,13 @@ def _no_interval_description(s):
         (_runs_of_other_seeds, "coarse_training_runs.seeds is [1, 2, 3], settings.coarse_seed_list is [42, 43, 44]"),
         (_no_representation, f"{WHERE}: representation is missing"),
         (_cka_lacks_layer_4, f"{WHERE}: representation.coarse_tuned.cka_to_pretrained lacks layer(s) 4"),
-        (_cka_out_of_range, "representation.coarse_tuned.cka_to_pretrained: a CKA must be finite and in [-1, 1], got 2: 1.5"),
+        (_cka_out_of_range, "representation.coarse_tuned.cka_to_pretrained: a CKA must be in [-1, 1] (null where undefined), got 2: 1.5"),
         (_no_validation_rank, "representation.pretrained.effective_rank.validation is missing"),
         (_entropy_not_finite, "representation.coarse_tuned.dataset_entropy.evaluation: values must be finite numbers, got 6: None"),
         (_ami_below_minus_one, "value -1.3 is out of range [-1, 1]"),
         (_selection_seeds, "selection.validation_seeds is [42, 43, 44, 45, 46], settings.validation_probe_seed_list is [47, 48, 49, 50, 51]"),
         (_no_interval_description, f"{WHERE}: interval must describe the intervals"),
+        (_scoring_seed_choice_elsewhere, "differs from the coarse_tuned probe accuracy"),
     ],
 )
 def test_evidence_that_does_not_hold_is_refused(tmp_path, tamper, message):
@@ -162,6 +168,20 @@ def test_missing_intervals_are_reported_once_not_per_record(tmp_path):
     lines = str(info.value).splitlines()
     # 2 stages x 3 layers x 2 levels x 5 shot counts = 60 records, counted in one line
     assert "1 problem(s)" in lines[0] and lines[1].endswith("(and 59 more record(s) of the kind)")
+
+
+def test_undefined_cka_is_null_and_accepted(tmp_path):
+    """CKA of a layer whose embedding is the same for every text is undefined: the runner writes null."""
+    def undefined(s):
+        s["representation"]["coarse_tuned"]["cka_to_pretrained"]["0"] = None
+        s["representation"]["pretrained"]["cka_between_layers"]["matrix"][0][1] = None
+
+    submission_dir = write_submission(tmp_path / "sub", cards=("TREC",), n_layers=3)
+    edit_results(submission_dir, undefined)
+    add_submission(submission_dir, tmp_path / "board")
+    edit_results(submission_dir, lambda s: s["representation"]["pretrained"]["cka_between_layers"]["matrix"][1].__setitem__(1, 1.2))
+    with pytest.raises(FineGrainError, match=r"representation.pretrained.cka_between_layers.matrix: every CKA must be in \[-1, 1\]"):
+        add_submission(submission_dir, tmp_path / "board2")
 
 
 def test_negative_ami_is_a_score(tmp_path):

@@ -76,7 +76,7 @@ def check_evidence(scores: dict, parsed: SubsetScores, layers: list[int], stages
     if evidence is not None:
         problems += [problem for problem in check_intervals(scores, where) if not _ALREADY_MISSING.search(problem)]
     problems += _check_runs(parsed.coarse_training_runs, settings, layers, stages, parsed.selected_layer.get(stages[-1]), evidence, where)
-    problems += _check_choice(parsed.selection, settings, layers, stages, where)
+    problems += _check_choice(parsed, settings, layers, stages, finest, where)
     problems += check_representation(parsed.representation, layers, stages, where)
     return problems
 
@@ -154,8 +154,9 @@ def _check_runs(runs, settings: dict, layers: list[int], stages: tuple[str, ...]
     return problems
 
 
-def _check_choice(selection, settings: dict, layers: list[int], stages: tuple[str, ...], where: str) -> list[str]:
+def _check_choice(parsed: SubsetScores, settings: dict, layers: list[int], stages: tuple[str, ...], finest: str, where: str) -> list[str]:
     """``selection``: the seeds that chose and scored, and what choosing with the scoring seeds gives."""
+    selection = parsed.selection
     if not isinstance(selection, dict):
         return [f"{where}: selection is missing (the validation and scoring seeds, and the layer and main score the scoring seeds would choose)"]
     problems = []
@@ -164,10 +165,17 @@ def _check_choice(selection, settings: dict, layers: list[int], stages: tuple[st
             problems.append(f"{where}: selection.{key} is {selection.get(key)!r}, settings.{setting} is {settings.get(setting)!r}")
     chosen = selection.get("selected_layer_with_scoring_seeds")
     if not (isinstance(chosen, dict) and all(chosen.get(stage) in layers for stage in stages)):
-        problems.append(f"{where}: selection.selected_layer_with_scoring_seeds {chosen!r} must give one of model.layers for each stage {list(stages)}")
+        return problems + [f"{where}: selection.selected_layer_with_scoring_seeds {chosen!r} must give one of model.layers for each stage {list(stages)}"]
     score = selection.get("main_score_with_scoring_seeds")
+    main_stage, layer = stages[-1], chosen[stages[-1]]
+    expected = parsed.lookup().get((main_stage, finest, layer, "probe_accuracy", parsed.settings.main_shots))
     if not (is_finite(score) and 0.0 <= score <= 1.0):
         problems.append(f"{where}: selection.main_score_with_scoring_seeds {score!r} is out of range [0, 1]")
+    elif expected is not None and not math.isclose(score, expected, rel_tol=0.0, abs_tol=TOLERANCE):
+        problems.append(
+            f"{where}: selection.main_score_with_scoring_seeds {score!r} differs from the {main_stage} probe accuracy "
+            f"{expected!r} at layer {layer}, the layer it says the scoring seeds choose"
+        )
     return problems
 
 
@@ -190,7 +198,8 @@ def check_representation(block, layers: list[int], stages: tuple[str, ...], wher
     list of str
         Empty when every stage has ``effective_rank`` and ``dataset_entropy`` for every layer on
         both splits (finite), coarse_tuned has ``cka_to_pretrained`` for every layer, and every
-        CKA value (drift, its permuted baseline, ``cka_between_layers``) is finite and in [-1, 1].
+        CKA value (drift, its permuted baseline, ``cka_between_layers``) is in [-1, 1], or null
+        where it is undefined (a layer whose embedding is the same for every text).
     """
     if not isinstance(block, dict):
         return [f"{where}: representation is missing (per stage and layer {' and '.join(SIGNAL_METRICS)}; {DRIFT_METRICS[0]} for coarse_tuned)"]
@@ -224,11 +233,17 @@ def _per_layer(values, layers: list[int], label: str, *, cka: bool) -> list[str]
         problems.append(f"{label} lacks layer(s) {', '.join(missing)}")
     if extra:
         problems.append(f"{label} has layer(s) {', '.join(extra)} that are not in model.layers")
-    bad = [k for k in wanted if k in values and not (is_finite(values[k]) and (not cka or -1.0 <= values[k] <= 1.0))]
+    bad = [k for k in wanted if k in values and not (_is_cka(values[k]) if cka else is_finite(values[k]))]
     if bad:
         shown = ", ".join(f"{k}: {values[k]!r}" for k in bad)
-        problems.append(f"{label}: {'a CKA must be finite and in [-1, 1]' if cka else 'values must be finite numbers'}, got {shown}")
+        problems.append(f"{label}: {'a CKA must be in [-1, 1] (null where undefined)' if cka else 'values must be finite numbers'}, got {shown}")
     return problems
+
+
+def _is_cka(value) -> bool:
+    # null: CKA is undefined for a layer whose embedding does not vary over the texts (the
+    # runner records it so rather than invent a number).
+    return value is None or is_finite(value) and -1.0 <= value <= 1.0
 
 
 def _between_layers(block, layers: list[int], label: str) -> list[str]:
@@ -238,6 +253,6 @@ def _between_layers(block, layers: list[int], label: str) -> list[str]:
     size = len(layers)
     if not (isinstance(matrix, list) and len(matrix) == size and all(isinstance(row, list) and len(row) == size for row in matrix)):
         return [f"{label}.matrix must be {size} x {size} (one row and column per layer)"]
-    if not all(is_finite(v) and -1.0 <= v <= 1.0 for row in matrix for v in row):
-        return [f"{label}.matrix: every CKA must be finite and in [-1, 1]"]
+    if not all(_is_cka(v) for row in matrix for v in row):
+        return [f"{label}.matrix: every CKA must be in [-1, 1] (null where undefined)"]
     return []

@@ -97,7 +97,9 @@ def validate_submission(results_dir: str | Path, hashes: DataHashes | None = Non
     FineGrainError
         Listing every problem found, one per line: a field that breaks the result schema, unknown
         task or card, wrong protocol version or settings, a missing stage, layer, metric or shot
-        count, a score out of range, a missing model name or revision, or a data hash that does
+        count, a score out of range, a missing or wrong 95% interval (every stored interval is
+        recomputed from the stored predictions), missing predictions, coarse-training runs,
+        selection or representation, a missing model name or revision, or a data hash that does
         not match the card's data.
     """
     root = Path(results_dir)
