@@ -192,9 +192,12 @@ def read_predictions(block, where: str = "predictions") -> Evidence:
     dtype = block["dtype"]
     if dtype != code_dtype(len(labels)):
         raise FineGrainError(f"{where}.dtype is {dtype!r}, {len(labels)} labels are stored as {code_dtype(len(labels))!r}")
-    raw_gold = block["gold"]
-    n = len(base64.b64decode(raw_gold.encode("ascii"), validate=False)) // _DTYPES[dtype].itemsize if raw_gold else 0
-    gold = decode_codes(raw_gold, dtype, (n,), f"{where}.gold")
+    try:
+        raw = base64.b64decode(block["gold"].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise FineGrainError(f"{where}.gold: is not valid base64") from None
+    n = len(raw) // _DTYPES[dtype].itemsize
+    gold = decode_codes(block["gold"], dtype, (n,), f"{where}.gold")
     if n == 0 or gold.max() >= len(labels):
         raise FineGrainError(f"{where}.gold: needs at least one item, every code below {len(labels)}")
     stages = block.get("stages")
