@@ -8,6 +8,7 @@ from mteb_finegrain.cards import load_card
 from mteb_finegrain.coarse_tuning import coarse_tuned_encoder
 from mteb_finegrain.data import LabelledSplit, load_card_data
 from mteb_finegrain.encoder import LayerEncoder
+from mteb_finegrain.protocol import CoarseTraining
 
 from conftest import fast_protocol
 
@@ -42,9 +43,11 @@ def test_checkpoint_is_cached_and_reused(finegrain_env, tiny_st, monkeypatch):
     second = coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(), show_progress_bar=False)
     a, b = _weights(first), _weights(second)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # another training setting is another key: it trains again
+    # The protocol's seed (samples, k-means, probes) does not touch training: the same checkpoint.
+    coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(seed=7), show_progress_bar=False)
+    # Another training seed is another key: it trains again.
     with pytest.raises(pytest.fail.Exception):
-        coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(seed=7), show_progress_bar=False)
+        coarse_tuned_encoder(encoder, split, card=card, protocol=fast_protocol(coarse_training=CoarseTraining(batch_size=16, seed=7)), show_progress_bar=False)
 
 
 def test_interrupted_save_leaves_no_loadable_checkpoint(finegrain_env, tiny_st, tmp_path, monkeypatch):
@@ -116,7 +119,7 @@ def test_training_leaves_torchs_random_generator_as_it_found_it(finegrain_env, t
 
 def test_gradient_clipping_is_keyed_only_when_changed(finegrain_env, tiny_st, monkeypatch):
     from mteb_finegrain.coarse_tuning import stage_checkpoint_key
-    from mteb_finegrain.protocol import CoarseTraining
+    from mteb_finegrain.protocol import CoarseTraining, CoarseTraining
 
     card = load_card(finegrain_env["card"])
     split = load_card_data(card).coarse_train
