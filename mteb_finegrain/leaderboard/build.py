@@ -108,7 +108,7 @@ def render_readme(summary: dict) -> str:
             per_task = [format_interval(model["tasks"][t]["main"], model["tasks"][t]["main_ci95"]) if t in model["tasks"] else "—" for t in tasks]
             best = " / ".join(str(model["tasks"][t]["best_layer"]) if t in model["tasks"] else "—" for t in tasks)
             partial = ("" if len(model["tasks"]) == len(tasks) else " ¹") + ("" if model["protocol_version"] == version else " ³")
-            cells = [str(rank), _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
+            cells = [str(rank) if not partial.startswith(" ¹") else "—", _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
                      format_layers(model["layers"]), format_interval(model["main"], model["main_ci95"]) + partial,
                      model["rank_text"], *per_task, best, "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -119,7 +119,7 @@ def render_readme(summary: dict) -> str:
         ]
         lines += _ranking_notes(summary)
         if any(len(m["tasks"]) != len(tasks) for m in summary["models"]):
-            lines += ["", "¹ Mean over the tasks the model was run on (not all tasks): not directly comparable."]
+            lines += ["", "¹ Mean over the tasks the model was run on (not all tasks): not directly comparable, so not ranked; listed after the ranked entries."]
         if any(m["protocol_version"] != version for m in summary["models"]):
             lines += ["", f"³ Results of an older protocol version, kept until the entry is re-run: not comparable with protocol {version}."]
         if any(m["delta"] is None for m in summary["models"]):

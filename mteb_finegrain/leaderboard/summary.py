@@ -241,7 +241,7 @@ def _main_ci95(found: dict, tasks: dict) -> list[float] | None:
 
 
 def summarize(leaderboard_dir: str | Path, *, n_boot: int = RANK_BOOT) -> dict:
-    """The leaderboard as one JSON-able mapping, models sorted by main score (best first).
+    """The leaderboard as one JSON-able mapping, models sorted by main score (best first), those run on every task first.
 
     Parameters
     ----------
@@ -294,8 +294,9 @@ def summarize(leaderboard_dir: str | Path, *, n_boot: int = RANK_BOOT) -> dict:
                 "tasks": tasks,
             }
         )
-    models.sort(key=lambda m: (-m["main"], m["model"], m["revision"]))
     all_tasks = sorted({name for m in models for name in m["tasks"]})
+    # Entries run on every task first: a mean over fewer tasks is another number, not a rank above them.
+    models.sort(key=lambda m: (len(m["tasks"]) < len(all_tasks), -m["main"], m["model"], m["revision"]))
     ranking = rank_models(models, evidence, all_tasks, n_boot=n_boot)
     protocol = Protocol()
     return {
