@@ -180,7 +180,8 @@ def test_a_scoring_only_rerun_encodes_nothing_and_loads_no_checkpoint(finegrain_
     # No k-means either: every (layer, level) clustering result comes from the cache.
     jobs = len({(r["layer"], r["level"]) for r in first.records() if r["stage"] == "pretrained"})
     assert {stage: v["clustering_cached"] for stage, v in runtime["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
-    assert {stage: v["clustering_cached"] for stage, v in again.scores["runtime"]["embeddings"].items()} == {"pretrained": jobs, "coarse_tuned": jobs}
+    runs = first.scores["settings"]["coarse_seeds"]  # every coarse-training run is scored and cached
+    assert {stage: v["clustering_cached"] for stage, v in again.scores["runtime"]["embeddings"].items()} == {"pretrained": jobs, "coarse_tuned": jobs * runs}
     assert sorted({r["shots"] for r in again.records() if r["metric"] == "probe_accuracy"}) == [1, 8]
     # The same numbers as a fresh run of the same settings without the cache (and as the first
     # run for the shots both have): which texts are encoded together never depends on the shots.
@@ -228,8 +229,9 @@ def test_cli_rerun_with_other_shots_replaces_the_result_and_cache_commands(fineg
     assert scores["settings"]["batch_size"] == 16  # --batch-size reaches the task (mteb fills in 32 otherwise)
     assert {stage: v["texts_encoded"] for stage, v in scores["runtime"]["embeddings"].items()} == {"pretrained": 0, "coarse_tuned": 0}
     info = _cli("cache", "info").stdout
-    # 3 calls a stage (evaluation, validation, few-shot); 3 layers x 2 levels of clustering a stage
-    assert "embeddings: 6 entries and 12 clustering results" in info and "coarse-tuned checkpoints: 1," in info
+    # 3 calls a stage run (evaluation, validation, few-shot): the pretrained run and 3
+    # coarse-training runs; 3 layers x 2 levels of clustering a stage run
+    assert "embeddings: 12 entries and 24 clustering results" in info and "coarse-tuned checkpoints: 3," in info
     _cli("cache", "clear", "--which", "all")
     assert "embeddings: 0 entries" in _cli("cache", "info").stdout
     assert not list((tmp_path / "cache" / "coarse_tuned").glob("*/finegrain_checkpoint.json"))
