@@ -23,7 +23,7 @@ def test_cluster_accuracy_uses_best_matching():
 def test_separable_blobs_score_high_and_noise_low():
     x, coarse, fine = _blobs()
     scores = clustering_scores(x, fine, seeds=[0, 1])
-    assert set(scores) == {"v_measure", "nmi", "ari", "cluster_accuracy"}
+    assert set(scores) == {"v_measure", "ami", "ari", "cluster_accuracy"}
     assert min(scores["v_measure"]) > 0.95 and min(scores["cluster_accuracy"]) > 0.95
     noise = np.random.default_rng(1).normal(size=x.shape)
     assert max(clustering_scores(noise, fine, seeds=[0])["v_measure"]) < 0.3
@@ -188,10 +188,14 @@ def test_layer_level_scores_follow_the_protocol_settings():
         return [r["value"] for r in outcome.clustering], [r["value"] for r in outcome.probes]
 
     default = score_layer_level(_level_job())
-    assert score_layer_level(_level_job()) == default  # deterministic
+    again = score_layer_level(_level_job())  # deterministic
+    assert (again.clustering, again.probes, again.validation, again.predicted.tolist() if again.predicted is not None else None) == (
+        default.clustering, default.probes, default.validation, default.predicted.tolist() if default.predicted is not None else None)
+    assert all((again.correct[n] == default.correct[n]).all() for n in default.correct)
     assert default.convergence_warnings == 0
     capped = score_layer_level(_level_job(probe_max_iter=1))
-    assert capped.convergence_warnings == 2 * 3  # every fit of both seeds' ladder 1, 2, 4 stopped
+    # Every fit stopped: both scoring seeds' ladder 1, 2, 4 and both validation seeds' ladder 1, 2 (to the main shots).
+    assert capped.convergence_warnings == 2 * 3 + 2 * 2
     assert values(capped)[0] == values(default)[0] and values(capped)[1] != values(default)[1]
     raw = score_layer_level(_level_job(kmeans_l2_normalize=False))
     assert values(raw)[0] != values(default)[0] and values(raw)[1] == values(default)[1]
