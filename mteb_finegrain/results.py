@@ -9,10 +9,12 @@ layer, metric, shots).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
+from mteb_finegrain.protocol import PROTOCOL_VERSION
 from mteb_finegrain.schema import SubsetScores, read_subset
 
 TASK_PREFIX = "FineGrainHidden"
@@ -169,3 +171,42 @@ def load_results(results_dir: str | Path) -> list[SubsetResult]:
 def load_records(results_dir: str | Path) -> list[dict]:
     """All flat records under ``results_dir`` (see :meth:`SubsetResult.records`)."""
     return [record for result in load_results(results_dir) for record in result.records()]
+
+
+def task_label(result: SubsetResult) -> str:
+    """The task's name, with the subset after a slash when the task has several (``FineGrainHidden/trec``)."""
+    return result.task if result.subset in (None, "", "default") else f"{result.task}/{result.subset}"
+
+
+def load_current_results(results_dirs: Sequence[str | Path]) -> list[SubsetResult]:
+    """Every FineGrainHidden subset under the folders, all of the current protocol, each (model, task) once.
+
+    Parameters
+    ----------
+    results_dirs : sequence of str or Path
+        Result folders, as ``mteb run --output-folder`` or a leaderboard's ``results/`` hold them.
+
+    Returns
+    -------
+    list of SubsetResult
+
+    Raises
+    ------
+    FineGrainError
+        When a folder holds no result, a result breaks the schema, a result is of another protocol
+        version, or one (model, task) appears twice.
+    """
+    if not results_dirs:
+        raise FineGrainError("give at least one results folder")
+    results, seen = [], {}
+    for folder in results_dirs:
+        for result in load_results(folder):
+            version = result.parsed.protocol_version
+            if version != PROTOCOL_VERSION:
+                raise FineGrainError(f"{result.path}: protocol {version}; this table reads protocol {PROTOCOL_VERSION} results only")
+            key = (result.model, task_label(result))
+            if key in seen:
+                raise FineGrainError(f"{key[0]} on {key[1]} appears twice: {seen[key]} and {result.path}")
+            seen[key] = result.path
+            results.append(result)
+    return results

@@ -24,38 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mteb_finegrain.errors import FineGrainError
-from mteb_finegrain.protocol import PROTOCOL_VERSION, STAGES
-from mteb_finegrain.results import SubsetResult, load_results
-
-
-def task_label(result: SubsetResult) -> str:
-    """The task's name, with the subset after a slash when the task has several (``FineGrainHidden/trec``)."""
-    return result.task if result.subset in (None, "", "default") else f"{result.task}/{result.subset}"
-
-
-def load_4_0(results_dirs: Sequence[str | Path]) -> list[SubsetResult]:
-    """Every FineGrainHidden subset under the folders, all of the current protocol, each (model, task) once.
-
-    Raises
-    ------
-    FineGrainError
-        When no folder is given, a folder holds no result, a result breaks the schema, a result
-        is of another protocol version, or one (model, task) appears twice.
-    """
-    if not results_dirs:
-        raise FineGrainError("give at least one results folder")
-    results, seen = [], {}
-    for folder in results_dirs:
-        for result in load_results(folder):
-            version = result.parsed.protocol_version
-            if version != PROTOCOL_VERSION:
-                raise FineGrainError(f"{result.path}: protocol {version}; this table reads protocol {PROTOCOL_VERSION} results only")
-            key = (result.model, task_label(result))
-            if key in seen:
-                raise FineGrainError(f"{key[0]} on {key[1]} appears twice: {seen[key]} and {result.path}")
-            seen[key] = result.path
-            results.append(result)
-    return results
+from mteb_finegrain.protocol import STAGES
+from mteb_finegrain.results import SubsetResult, task_label
+from mteb_finegrain.results import load_current_results as load_4_0
 
 
 @dataclass(frozen=True)
