@@ -107,8 +107,9 @@ def render_readme(summary: dict) -> str:
         for rank, model in enumerate(summary["models"], start=1):
             per_task = [format_interval(model["tasks"][t]["main"], model["tasks"][t]["main_ci95"]) if t in model["tasks"] else "—" for t in tasks]
             best = " / ".join(str(model["tasks"][t]["best_layer"]) if t in model["tasks"] else "—" for t in tasks)
-            partial = ("" if len(model["tasks"]) == len(tasks) else " ¹") + ("" if model["protocol_version"] == version else " ³")
-            cells = [str(rank) if not partial.startswith(" ¹") else "—", _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
+            every_task = len(model["tasks"]) == len(tasks)  # a mean over fewer tasks is not ranked
+            partial = ("" if every_task else " ¹") + ("" if model["protocol_version"] == version else " ³")
+            cells = [str(rank) if every_task else "—", _md(model["model"]), _md(model["revision"]), format_parameters(model["n_parameters"]),
                      format_layers(model["layers"]), format_interval(model["main"], model["main_ci95"]) + partial,
                      model["rank_text"], *per_task, best, "n/a ²" if model["delta"] is None else f"{model['delta']:+.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
